@@ -1,0 +1,58 @@
+"""What every command shares: the console, the ``--home`` option and error handling."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from automel.errors import AutomelError
+
+console = Console()
+err_console = Console(stderr=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="automel's home for caches, studies and exports [env: AUTOMEL_HOME; default: ./studies]"),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="An HW4-layout data set; default: the embedded synthetic corpus."),
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line to stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn library errors into one clear line and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AutomelError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_data(data: Path | None, home: Path | None) -> Path:
+    """The data set to use: ``--data``, else the embedded synthetic corpus (generated on first use)."""
+    if data is not None:
+        return data
+    from automel.data.synth import default_corpus
+    from automel.home import resolve_home
+
+    with console.status("Generating the embedded synthetic corpus (first use only)…"):
+        return default_corpus(resolve_home(home))

@@ -1,0 +1,1 @@
+"""Data layer: HW4 layout, feature store, batching, audio preparation and the synthetic corpus."""
