@@ -99,7 +99,7 @@ class Registry:
     def load_builtins(self) -> None:
         from automel import __version__
 
-        for kind, paths in BUILTINS.items():
+        for paths in BUILTINS.values():
             for path in paths:
                 module, _, attr = path.partition(":")
                 self.register(getattr(importlib.import_module(module), attr), BUILTIN_DIST, __version__)

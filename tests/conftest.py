@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+# Rich wraps at the terminal width; a wide one keeps long paths on one line in captured output.
+os.environ.setdefault("COLUMNS", "200")
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"
 HW4_SAMPLE = SHARED_DATA / "hw4-sample"
@@ -48,7 +51,7 @@ def cli() -> CliRunner:
     return CliRunner()
 
 
-def run(cli: CliRunner, *args: str) -> tuple[int, str, str]:
+def run(cli: CliRunner, *args: object) -> tuple[int, str, str]:
     """Run ``automel ARGS`` in-process; return (exit code, stdout, stderr)."""
     from automel.cli import app
 

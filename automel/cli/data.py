@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from automel.cli._common import console, err_console, handle_errors
@@ -34,7 +35,7 @@ def check(directory: Annotated[Path, typer.Argument(help="A data set in the HW4 
     console.print(_summary_table(report))
     if report.problems:
         for problem in report.problems:
-            err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         err_console.print(f"[bold red]{len(report.problems)} problem(s) in {directory}[/]", highlight=False)
         raise typer.Exit(2)
     console.print(f"[green]valid:[/] {directory}", highlight=False)
@@ -48,7 +49,7 @@ def _summary_table(report: object) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key, value in report.summary_rows():
-        table.add_row(key, value)
+        table.add_row(key, escape(value))
     return table
 
 
@@ -87,7 +88,7 @@ def prepare(
         table.add_column("file")
         table.add_column("reason")
         for path, reason in report.skipped:
-            table.add_row(str(path), reason)
+            table.add_row(escape(str(path)), escape(reason))
         console.print(table)
 
 

@@ -1,0 +1,93 @@
+"""Batches straight from the feature store with tensor ops: no per-item Python work, no DataLoader.
+
+Training batches are random ``segment_len`` crops (the course's augmentation); utterances shorter than
+the segment are padded with -20 (log 1e-20, as HW4 did) and masked. Evaluation batches are full-length,
+length-bucketed and deterministic, and keep the last partial batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from automel.data.store import FeatureStore
+
+PAD_VALUE = -20.0
+
+
+@dataclass
+class Batch:
+    """``x (B,T,F)`` float, ``mask (B,T)`` bool (True = real frame), ``labels (B,)``, ``index (B,)`` store rows."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+
+
+def gather(store: FeatureStore, index: torch.Tensor, start: torch.Tensor, width: int) -> Batch:
+    """Frames ``start[b] .. start[b] + width`` of utterances ``index`` as one padded, masked batch."""
+    device = store.device
+    index, start = index.to(device), start.to(device)
+    steps = torch.arange(width, device=device)
+    length = store.lengths[index]
+    mask = steps.unsqueeze(0) < (length - start).unsqueeze(1)
+    rows = store.offsets[index].unsqueeze(1) + start.unsqueeze(1) + steps.unsqueeze(0)
+    rows = torch.where(mask, rows, store.offsets[index].unsqueeze(1))  # any valid row; overwritten below
+    x = store.features[rows].float()
+    x.masked_fill_(~mask.unsqueeze(-1), PAD_VALUE)
+    return Batch(x, mask, store.labels[index], index)
+
+
+class RandomCrops:
+    """Endless training batches: epochs of shuffled utterances, one random crop each.
+
+    Every utterance is visited once per epoch; the last partial batch of an epoch is filled from the next
+    permutation rather than dropped, so small data sets lose nothing.
+    """
+
+    def __init__(self, store: FeatureStore, indices: np.ndarray, batch_size: int, segment_len: int,
+                 seed: int = 0) -> None:
+        if len(indices) == 0:
+            raise ValueError("no training utterances")
+        self.store, self.batch_size, self.segment_len = store, batch_size, segment_len
+        self.indices = torch.as_tensor(indices, dtype=torch.int64)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._queue = torch.empty(0, dtype=torch.int64)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        while len(self._queue) < self.batch_size:
+            order = torch.randperm(len(self.indices), generator=self.generator)
+            self._queue = torch.cat([self._queue, self.indices[order]])
+        index, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
+        length = self.store.lengths[index.to(self.store.device)].cpu()
+        room = (length - self.segment_len).clamp_min(0)
+        start = (torch.rand(len(index), generator=self.generator) * (room + 1)).long().clamp_max(room)
+        return gather(self.store, index, start, self.segment_len)
+
+
+def full_length_batches(store: FeatureStore, indices: np.ndarray, max_frames: int = 32_768,
+                        max_batch: int = 64) -> Iterator[Batch]:
+    """Deterministic batches of whole utterances, sorted by length so padding stays small.
+
+    A batch holds at most ``max_batch`` utterances and ``max_frames`` padded frames (one long utterance
+    always fits alone). Nothing is dropped.
+    """
+    lengths = store.lengths.cpu().numpy()
+    order = np.asarray(indices, dtype=np.int64)[np.argsort(lengths[indices], kind="stable")]
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while (stop < len(order) and stop - start < max_batch
+               and (stop - start + 1) * lengths[order[stop]] <= max_frames):
+            stop += 1
+        chunk = torch.as_tensor(order[start:stop])
+        width = int(lengths[order[stop - 1]])
+        yield gather(store, chunk, torch.zeros(len(chunk), dtype=torch.int64), width)
+        start = stop

@@ -1,0 +1,197 @@
+"""The feature store: a data set loaded once into one contiguous array with offsets, cached on disk.
+
+The cache lives under ``<home>/cache/<fingerprint>/`` where the fingerprint covers the data set's
+paths, sizes and mtimes and the storage dtype. Every later run and every search trial memory-maps it
+(no per-file I/O). A cache that is incomplete, the wrong size or fails its sampled checksum is
+rebuilt, never trusted; a cache is built in a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from automel.data.features import load_feature
+from automel.data.layout import MAPPING, METADATA, TESTDATA, Hw4Dataset, read_dataset
+from automel.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+StoreDtype = Literal["float32", "float16"]
+CACHE_VERSION = 1
+_FEATURES, _INDEX, _MANIFEST = "features.bin", "index.npz", "manifest.json"
+_SAMPLE_BLOCKS, _BLOCK = 64, 1 << 16
+
+
+@dataclass
+class FeatureStore:
+    """All utterances of a data set, train then test, as ``features[offsets[i]:offsets[i] + lengths[i]]``.
+
+    ``features`` is ``(total_frames, n_mels)``; ``labels[i]`` is the speaker id, ``-1`` for test utterances.
+    """
+
+    dataset: Hw4Dataset
+    fingerprint: str
+    features: torch.Tensor
+    offsets: torch.Tensor  # (N,) int64
+    lengths: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64
+    paths: tuple[str, ...]
+
+    @property
+    def n_mels(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.speakers)
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def train_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.labels.cpu().numpy() >= 0)
+
+    def test_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.labels.cpu().numpy() < 0)
+
+    def to(self, device: torch.device | str) -> FeatureStore:
+        """A copy living on ``device`` (e.g. the whole store on the GPU, so batches never cross the bus)."""
+        moved = {k: getattr(self, k).to(device) for k in ("features", "offsets", "lengths", "labels")}
+        return FeatureStore(self.dataset, self.fingerprint, paths=self.paths, **moved)
+
+    def feature_stats(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and std ``(n_mels,)`` over the frames of ``indices`` (e.g. the training split)."""
+        import torch
+
+        total = torch.zeros(self.n_mels, dtype=torch.float64)
+        square = torch.zeros(self.n_mels, dtype=torch.float64)
+        count = 0
+        for i in indices.tolist():
+            start, length = int(self.offsets[i]), int(self.lengths[i])
+            chunk = self.features[start : start + length].to("cpu", torch.float64)
+            total += chunk.sum(0)
+            square += (chunk * chunk).sum(0)
+            count += length
+        mean = total / max(count, 1)
+        std = (square / max(count, 1) - mean * mean).clamp_min(1e-8).sqrt()
+        return mean.float(), std.float()
+
+
+def fingerprint_dataset(root: Path, dtype: StoreDtype = "float32") -> str:
+    """Hash of the data set's JSON and feature files (relative paths, sizes, mtimes) and the dtype."""
+    root = Path(root).resolve()
+    digest = hashlib.sha256(f"v{CACHE_VERSION}:{dtype}:{root}".encode())
+    names = [METADATA, MAPPING, TESTDATA, *sorted(p.name for p in os.scandir(root) if p.name.endswith(".pt"))]
+    for name in names:
+        try:
+            st = os.stat(root / name)
+        except FileNotFoundError:
+            digest.update(f"{name}:absent;".encode())
+            continue
+        digest.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return digest.hexdigest()[:24]
+
+
+def open_store(root: Path, home: Path, dtype: StoreDtype = "float32") -> FeatureStore:
+    """Open the cached store of ``root``, building (or rebuilding) it first if needed."""
+    dataset = read_dataset(Path(root))
+    key = fingerprint_dataset(dataset.root, dtype)
+    cache = Path(home) / "cache" / key
+    store = _open_cache(cache, dataset, key, dtype)
+    if store is None:
+        if cache.exists():
+            shutil.rmtree(cache, ignore_errors=True)
+        _build_cache(cache, dataset, key, dtype)
+        store = _open_cache(cache, dataset, key, dtype)
+        if store is None:
+            raise DataError(f"{cache}: the feature cache could not be built (is the disk full?)")
+    return store
+
+
+def _utterances(dataset: Hw4Dataset) -> list[tuple[str, int]]:
+    train = [(u.feature_path, dataset.speaker_id(u.speaker or "")) for u in dataset.train]
+    return train + [(u.feature_path, -1) for u in dataset.test]
+
+
+def _build_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) -> None:
+    known = set(dataset.speakers)
+    for utt in dataset.train:
+        if utt.speaker not in known:
+            raise DataError(f"{dataset.root / MAPPING}: speaker {utt.speaker!r} is missing from the mapping")
+    items = _utterances(dataset)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache.parent))
+    try:
+        lengths = np.zeros(len(items), dtype=np.int64)
+        with (tmp / _FEATURES).open("wb") as fh:
+            for i, (name, _) in enumerate(items):
+                array = load_feature(dataset.root / name, dataset.n_mels)
+                lengths[i] = array.shape[0]
+                fh.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        labels = np.array([label for _, label in items], dtype=np.int64)
+        np.savez(tmp / _INDEX, offsets=offsets, lengths=lengths, labels=labels)
+        manifest = {"version": CACHE_VERSION, "fingerprint": key, "dtype": dtype, "n_mels": dataset.n_mels,
+                    "frames": int(lengths.sum()), "paths": [n for n, _ in items],
+                    "checksum": _sampled_checksum(tmp / _FEATURES)}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest))
+        try:
+            tmp.rename(cache)
+        except OSError:
+            if not cache.exists():  # another process may have won the race with an identical cache
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) -> FeatureStore | None:
+    import torch
+
+    try:
+        manifest = json.loads((cache / _MANIFEST).read_text())
+        with np.load(cache / _INDEX) as index:
+            offsets, lengths, labels = index["offsets"], index["lengths"], index["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    paths = [n for n, _ in _utterances(dataset)]
+    itemsize = np.dtype(dtype).itemsize
+    expected_bytes = manifest.get("frames", -1) * dataset.n_mels * itemsize
+    if (manifest.get("version") != CACHE_VERSION or manifest.get("fingerprint") != key
+            or manifest.get("paths") != paths or int(lengths.sum()) != manifest.get("frames")
+            or len(offsets) != len(paths) or not (cache / _FEATURES).exists()
+            or (cache / _FEATURES).stat().st_size != expected_bytes
+            or manifest.get("checksum") != _sampled_checksum(cache / _FEATURES)):
+        return None
+    array = np.memmap(cache / _FEATURES, dtype=dtype, mode="r", shape=(int(manifest["frames"]), dataset.n_mels))
+    with warnings.catch_warnings():  # read-only memmap: torch warns it is not writable; we never write
+        warnings.simplefilter("ignore", UserWarning)
+        features = torch.from_numpy(array)
+    return FeatureStore(dataset, key, features, torch.from_numpy(offsets), torch.from_numpy(lengths),
+                        torch.from_numpy(labels), tuple(paths))
+
+
+def _sampled_checksum(path: Path) -> str:
+    """BLAKE2 of 64 evenly spaced 64 KiB blocks plus the size: catches truncation and most corruption
+    without reading gigabytes on every open."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with path.open("rb") as fh:
+        for k in range(_SAMPLE_BLOCKS):
+            fh.seek(max(0, (size - _BLOCK) * k // max(_SAMPLE_BLOCKS - 1, 1)))
+            digest.update(fh.read(_BLOCK))
+    return digest.hexdigest()

@@ -1,0 +1,100 @@
+"""Transformer encoder: a linear prenet and a stack of ``nn.TransformerEncoderLayer``.
+
+Vaswani et al. 2017, "Attention Is All You Need" (arXiv 1706.03762); pre-norm (``norm_first``)
+as in Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture" (arXiv 2002.04745).
+
+The defaults are the HW4 seed's "Simple" model exactly: ``Linear(n_mels, 80)`` then one post-norm
+layer with 2 heads, feed-forward 256, dropout 0.1, ReLU, no positional encoding.
+
+Shapes: ``x (B, T, F)``, ``mask (B, T)`` bool with True = real frame -> ``(B, T, d_model)``; padded
+output frames are zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from torch import Tensor, nn
+
+from automel.plugin import EncoderPlugin, masked_fill_padding
+
+__all__ = ["Transformer", "TransformerConfig", "TransformerEncoder"]
+
+# Every width below is divisible by every head count, so the two can be sampled independently and
+# each keeps one fixed distribution (Optuna refuses a name with two distributions in one study).
+D_MODEL_CHOICES = (64, 80, 128, 192, 256)
+NHEAD_CHOICES = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Hyper-parameters of :class:`Transformer`; each field is the trial parameter ``encoder.transformer.<field>``."""
+
+    d_model: int = 80
+    nhead: int = 2
+    dim_feedforward: int = 256
+    num_layers: int = 1
+    dropout: float = 0.1
+    norm_first: bool = False
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.nhead:
+            raise ValueError(f"d_model={self.d_model} is not divisible by nhead={self.nhead}")
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers={self.num_layers} must be at least 1")
+
+
+class TransformerEncoder(nn.Module):
+    """``Linear(in_dim, d_model)`` + ``num_layers`` Transformer layers: ``(B,T,in_dim), (B,T) -> (B,T,d_model)``."""
+
+    def __init__(self, config: TransformerConfig, in_dim: int) -> None:
+        super().__init__()
+        self.out_dim = config.d_model
+        self.prenet = nn.Linear(in_dim, config.d_model)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.d_model,
+            nhead=config.nhead,
+            dim_feedforward=config.dim_feedforward,
+            dropout=config.dropout,
+            batch_first=True,
+            norm_first=config.norm_first,
+        )
+        # Pre-norm stacks leave the residual stream un-normalised, so they end with a LayerNorm.
+        # Nested tensors are off: they zero padded frames and change eval numerics, which would
+        # make an utterance padded in a batch differ from the same utterance alone.
+        self.layers = nn.TransformerEncoder(
+            layer,
+            num_layers=config.num_layers,
+            norm=nn.LayerNorm(config.d_model) if config.norm_first else None,
+            enable_nested_tensor=False,
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # Zero padding first: attention gives padded keys zero weight, but 0 * inf/NaN is still NaN.
+        out = self.prenet(masked_fill_padding(x, mask))
+        out = self.layers(out, src_key_padding_mask=~mask)
+        return masked_fill_padding(out, mask)
+
+
+class Transformer(EncoderPlugin):
+    """The seed's Transformer encoder, with its width, depth, heads and norm placement searchable."""
+
+    name = "transformer"
+    config_cls = TransformerConfig
+
+    @classmethod
+    def suggest(cls, trial: optuna.trial.BaseTrial) -> TransformerConfig:
+        return TransformerConfig(
+            d_model=trial.suggest_categorical(cls.param("d_model"), D_MODEL_CHOICES),
+            nhead=trial.suggest_categorical(cls.param("nhead"), NHEAD_CHOICES),
+            dim_feedforward=trial.suggest_int(cls.param("dim_feedforward"), 128, 1024, log=True),
+            num_layers=trial.suggest_int(cls.param("num_layers"), 1, 4),
+            dropout=trial.suggest_float(cls.param("dropout"), 0.0, 0.3),
+            norm_first=trial.suggest_categorical(cls.param("norm_first"), (False, True)),
+        )
+
+    @classmethod
+    def build(cls, config: Any, in_dim: int) -> TransformerEncoder:
+        return TransformerEncoder(config, in_dim)

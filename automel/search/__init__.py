@@ -1,0 +1,1 @@
+"""The search engine: Optuna studies over plugin models, with pruning, resume, artifacts and export."""

@@ -1,0 +1,79 @@
+"""Trial weights and configs through Optuna's artifact API (a filesystem store beside the study).
+
+Only the best ``keep`` completed trials keep their weights, to bound disk use; the configs (a few KB)
+are kept for every trial. The artifact ids live in the trial's user attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.trial import FrozenTrial, TrialState
+
+from automel.errors import StudyError
+from automel.runs import CONFIG, WEIGHTS, RunRecord
+
+WEIGHTS_ATTR, CONFIG_ATTR = "artifact_weights", "artifact_config"
+
+
+def artifact_store(path: Path) -> FileSystemArtifactStore:
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def save_trial_artifacts(trial: optuna.Trial, store: FileSystemArtifactStore, state: Mapping[str, Any],
+                         record: RunRecord) -> None:
+    """Upload the trial's weights (safetensors) and config.json; remember their ids on the trial."""
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, config = Path(tmp) / WEIGHTS, Path(tmp) / CONFIG
+        save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+        config.write_text(json.dumps(record.to_json(), indent=2), encoding="utf-8")
+        weights_id = upload_artifact(artifact_store=store, file_path=str(weights), study_or_trial=trial,
+                                     mimetype="application/octet-stream")
+        config_id = upload_artifact(artifact_store=store, file_path=str(config), study_or_trial=trial,
+                                    mimetype="application/json")
+    trial.set_user_attr(WEIGHTS_ATTR, weights_id)
+    trial.set_user_attr(CONFIG_ATTR, config_id)
+
+
+def trim_weights(study: optuna.Study, store: FileSystemArtifactStore, keep: int) -> list[int]:
+    """Remove the weights of completed trials outside the best ``keep``; return their numbers."""
+    ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if WEIGHTS_ATTR in t.user_attrs), key=lambda t: (-(t.value or 0.0), t.number))
+    removed = []
+    for trial in ranked[keep:]:
+        artifact_id = trial.user_attrs[WEIGHTS_ATTR]
+        if _exists(store, artifact_id):
+            store.remove(artifact_id)
+            removed.append(trial.number)
+    return removed
+
+
+def has_weights(store: FileSystemArtifactStore, trial: FrozenTrial) -> bool:
+    return WEIGHTS_ATTR in trial.user_attrs and _exists(store, trial.user_attrs[WEIGHTS_ATTR])
+
+
+def download_trial(store: FileSystemArtifactStore, trial: FrozenTrial, into: Path) -> Path:
+    """Fetch the trial's weights and config into the folder ``into`` (a run directory layout)."""
+    if not has_weights(store, trial):
+        raise StudyError(f"trial {trial.number}'s weights were not kept (only the best trials keep theirs); "
+                         f"retrain it with `automel train --config` on its parameters")
+    download_artifact(artifact_store=store, file_path=str(into / WEIGHTS), artifact_id=trial.user_attrs[WEIGHTS_ATTR])
+    download_artifact(artifact_store=store, file_path=str(into / CONFIG), artifact_id=trial.user_attrs[CONFIG_ATTR])
+    return into
+
+
+def _exists(store: FileSystemArtifactStore, artifact_id: str) -> bool:
+    try:
+        store.open_reader(artifact_id).close()
+    except Exception:  # the store raises ArtifactNotFound (or OSError) for a removed file
+        return False
+    return True

@@ -1,0 +1,84 @@
+"""Export a trial: weights, config.json (a run directory, so ``automel predict`` works), a model card and
+``output.csv`` — written to a temporary folder and renamed, so a crash never leaves half an export."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from automel.errors import StudyError
+from automel.runs import load_run, versions, write_run_dir
+from automel.search.artifacts import artifact_store, download_trial
+from automel.search.study import artifact_dir
+from automel.train.loop import evaluate
+from automel.train.run import open_workspace, test_submission
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    if number is None:
+        try:
+            return study.best_trial
+        except ValueError:
+            raise StudyError(f"study '{study.study_name}' has no completed trial to export yet") from None
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise StudyError(f"study '{study.study_name}' has no trial {number}")
+    if trials[number].state != TrialState.COMPLETE:
+        raise StudyError(f"trial {number} is {trials[number].state.name}, not COMPLETE: nothing to export")
+    return trials[number]
+
+
+def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path, replace: bool = False,
+                 data_root: Path | None = None) -> tuple[Path, float]:
+    """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy."""
+    store = artifact_store(artifact_dir(home, study.study_name))
+    with tempfile.TemporaryDirectory() as tmp:
+        model, record = load_run(download_trial(store, trial, Path(tmp)))
+    root = data_root or Path(study.user_attrs["dataset"]["root"])
+    if not root.is_dir():
+        raise StudyError(f"the study's data set {root} is gone; pass --data to export against a copy")
+    work = open_workspace(root, home, split_record=study.user_attrs["split"])
+    if work.store.fingerprint != study.user_attrs["dataset_fingerprint"]:
+        raise StudyError(f"{root} has changed since the study ran (fingerprint differs); cannot export faithfully")
+    valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
+    rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
+    card = model_card(study, trial, record.to_json(), valid_acc)
+    path = write_run_dir(out, model.state_dict(), record, [], rows, card=card, replace=replace)
+    return path, valid_acc
+
+
+def model_card(study: optuna.Study, trial: FrozenTrial, config: dict, valid_acc: float) -> str:
+    dataset = config["dataset"]
+    params = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(config["params"].items()))
+    kind = " — synthetic data, not real speech" if dataset.get("kind") == "synthetic" else ""
+    soft = {**versions()}
+    return f"""# automel model: study `{study.study_name}`, trial {trial.number}
+
+- Data set: `{dataset.get('name')}` [{dataset.get('kind')}]{kind}, fingerprint `{dataset.get('fingerprint')}`
+  ({dataset.get('speakers')} speakers, {dataset.get('train_utterances')} training and
+  {dataset.get('test_utterances')} test utterances), from `{dataset.get('root')}`
+- Model: encoder `{config['params']['encoder']}`, pooling `{config['params']['pooling']}`, head `{config['params']['head']}`
+- Validation accuracy: {trial.value:.4f} recorded by the trial, {valid_acc:.4f} re-measured from these files
+- Training: {trial.user_attrs.get('steps')} steps (best at step {trial.user_attrs.get('best_step')}),
+  {trial.user_attrs.get('seconds')} s, seed {trial.user_attrs.get('seed')}
+- Software: automel {soft['automel']}, torch {soft['torch']}, optuna {soft['optuna']}
+
+`automel predict {{this folder}} --data DIR` writes a submission; `config.json` rebuilds the model.
+
+## Parameters
+
+| parameter | value |
+| --- | --- |
+{params}
+
+## Training metrics
+
+```json
+{json.dumps(config.get('result', {}), indent=2)}
+```
+"""

@@ -1,0 +1,129 @@
+"""Opening a study: storage URL, SQLite in WAL mode, heartbeats, sampler, pruner, frozen attributes.
+
+A study remembers, in its user attributes, what makes it *this* search: the data set (root, name,
+fingerprint), the validation split, the frozen plugin lists and the steps per trial. Rerunning with a
+different plugin set or another data set is a clear error rather than a silent new search.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from automel.errors import ConfigError, StudyError
+
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 60  # a RUNNING trial silent for this long belongs to a dead process: FAIL it and retry
+MAX_RETRY = 2
+SQLITE_BUSY_TIMEOUT_S = 60
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("median", "hyperband", "none")
+
+
+def study_name_for(dataset_name: str) -> str:
+    """A study name derived from the data set's name: lower-case, safe as a file name."""
+    return re.sub(r"[^a-z0-9._-]+", "-", dataset_name.lower()).strip("-.") or "study"
+
+
+def default_storage(home: Path, study: str) -> str:
+    return f"sqlite:///{(home / f'{study}.db').resolve()}"
+
+
+def artifact_dir(home: Path, study: str) -> Path:
+    return home / study / "artifacts"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the dashboard (or a second process) read while a search writes; busy_timeout makes writers
+    # wait for each other instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PERIOD) -> optuna.storages.RDBStorage:
+    """An RDB storage for ``url`` with heartbeats and the retry of trials whose process died."""
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        database = url.split("///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        # Beat at least three times per grace period, so a live but busy trial is never taken for dead.
+        interval = max(1, min(HEARTBEAT_INTERVAL, grace_period // 3))
+        kwargs = {"heartbeat_interval": interval, "grace_period": grace_period,
+                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
+    try:
+        if url.startswith("sqlite"):
+            _listen_sqlite()
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
+        raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+_listening = False
+
+
+def _listen_sqlite() -> None:
+    global _listening
+    if not _listening:
+        event.listen(Engine, "connect", _sqlite_connect)
+        _listening = True
+
+
+def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        _sqlite_pragmas(dbapi_connection, record)
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        # Multivariate + group TPE handles the conditional (per-plugin) parameters well.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES covers the continuous parameters; categorical ones fall back to random sampling.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ConfigError(f"--sampler {name!r} is unknown (choose {', '.join(SAMPLERS)})")
+
+
+def make_pruner(name: str, steps: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, steps // 4))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, steps // 8), max_resource=steps,
+                                              reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner {name!r} is unknown (choose {', '.join(PRUNERS)})")
+
+
+def check_frozen(study: optuna.Study, frozen: dict[str, Any]) -> None:
+    """Record ``frozen`` attributes on a new study; on an old one, refuse any that differ."""
+    attrs = study.user_attrs
+    for key, value in frozen.items():
+        if key not in attrs:
+            study.set_user_attr(key, value)
+        elif attrs[key] != value:
+            raise StudyError(f"study '{study.study_name}' was created with {key} = {_short(attrs[key])}, "
+                             f"not {_short(value)}; use another --study name for a different search")
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) < 120 else text[:117] + "..."

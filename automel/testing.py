@@ -1,0 +1,307 @@
+"""Contract checks for plugin authors: call them from your own tests.
+
+    from automel.testing import check_plugin
+    def test_my_encoder() -> None:
+        check_plugin(MyEncoder)
+
+Each check takes a plugin class (and optionally a config, the input width and the class count),
+runs in well under a second with small dimensions and a fixed seed (without moving the caller's
+global RNG), and raises ``AssertionError`` saying what broke. Shapes follow :mod:`automel.plugin`:
+encoders and poolings get ``x (B, T, in_dim)`` and ``mask (B, T)`` (True = real frame); heads get
+``embedding (B, in_dim)`` and ``labels (B,)``. Padded input frames hold large random values, so a
+plugin that lets padding leak into real frames fails the masking check loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import optuna
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from automel.plugin import Plugin, set_head_progress
+
+__all__ = [
+    "check_gradients",
+    "check_masking_invariance",
+    "check_plugin",
+    "check_shapes",
+    "check_state_dict_roundtrip",
+    "check_suggest_roundtrip",
+    "sample_configs",
+]
+
+IN_DIM: dict[str, int] = {"encoder": 12, "pooling": 16, "head": 16}
+NUM_CLASSES = 5
+LENGTHS = (9, 5, 13, 7)  # ragged on purpose: every utterance but the longest is padded
+PAD_SCALE = 100.0  # padded frames hold noise this large: leaks cannot hide in rounding
+TOLERANCE = 1e-5
+SEED = 0
+
+
+@dataclasses.dataclass
+class _Batch:
+    x: Tensor  # (B, T, in_dim) for encoders and poolings, (B, in_dim) for heads
+    mask: Tensor  # (B, T)
+    labels: Tensor  # (B,)
+
+
+def _label(plugin: type[Plugin]) -> str:
+    return f"{plugin.kind} '{plugin.name}'"
+
+
+@contextmanager
+def _seeded(seed: int = SEED) -> Iterator[None]:
+    """A fixed seed and one intra-op thread, restoring the caller's RNG state and thread count.
+
+    The checks' tensors are tiny: extra threads only add overhead, and on a busy machine their
+    spin-waiting makes a check many times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _in_dim(plugin: type[Plugin], in_dim: int | None) -> int:
+    return in_dim if in_dim is not None else IN_DIM[plugin.kind]
+
+
+def _build(plugin: type[Plugin], config: Any, in_dim: int, num_classes: int) -> nn.Module:
+    config = config if config is not None else plugin.config_cls()
+    if plugin.kind == "head":
+        module = plugin.build(config, in_dim, num_classes)  # type: ignore[attr-defined]
+    else:
+        module = plugin.build(config, in_dim)  # type: ignore[attr-defined]
+        assert isinstance(getattr(module, "out_dim", None), int), (
+            f"{_label(plugin)}: module has no int out_dim"
+        )
+    assert isinstance(module, nn.Module), f"{_label(plugin)}: build() returned {type(module).__name__}"
+    return module
+
+
+def _batch(plugin: type[Plugin], in_dim: int, num_classes: int, lengths: tuple[int, ...] = LENGTHS) -> _Batch:
+    t = max(lengths)
+    mask = torch.arange(t).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    labels = torch.arange(len(lengths)) % num_classes
+    if plugin.kind == "head":
+        return _Batch(torch.randn(len(lengths), in_dim), mask, labels)
+    x = torch.randn(len(lengths), t, in_dim)
+    x = torch.where(mask.unsqueeze(-1), x, PAD_SCALE * torch.randn_like(x))
+    return _Batch(x, mask, labels)
+
+
+def _run(plugin: type[Plugin], module: nn.Module, x: Tensor, mask: Tensor, labels: Tensor | None) -> Tensor:
+    if plugin.kind == "head":
+        return module(x, labels)
+    return module(x, mask)
+
+
+def _expected_shape(
+    plugin: type[Plugin], module: nn.Module, batch: _Batch, num_classes: int
+) -> tuple[int, ...]:
+    b, t = batch.mask.shape
+    if plugin.kind == "encoder":
+        return (b, t, cast(int, module.out_dim))
+    if plugin.kind == "pooling":
+        return (b, cast(int, module.out_dim))
+    return (b, num_classes)
+
+
+def check_shapes(
+    plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None, num_classes: int = NUM_CLASSES
+) -> None:
+    """Outputs have the documented shape (using ``out_dim``) and are finite, in train and eval mode."""
+    dim = _in_dim(plugin, in_dim)
+    with _seeded():
+        module = _build(plugin, config, dim, num_classes)
+        batch = _batch(plugin, dim, num_classes)
+        expected = _expected_shape(plugin, module, batch, num_classes)
+        set_head_progress(module, 1.0)
+        for training in (True, False):
+            module.train(training)
+            label_sets: tuple[Tensor | None, ...] = (batch.labels, None) if plugin.kind == "head" else (None,)
+            for labels in label_sets:
+                with torch.no_grad():
+                    out = _run(plugin, module, batch.x, batch.mask, labels)
+                mode = f"{'train' if training else 'eval'} mode{'' if labels is None else ' with labels'}"
+                assert isinstance(out, Tensor), f"{_label(plugin)} returned {type(out).__name__} in {mode}"
+                assert tuple(out.shape) == expected, (
+                    f"{_label(plugin)} returned shape {tuple(out.shape)} in {mode}, expected {expected}"
+                )
+                real = out[batch.mask] if plugin.kind == "encoder" else out
+                assert torch.isfinite(real).all(), f"{_label(plugin)} returned non-finite values in {mode}"
+
+
+def check_masking_invariance(
+    plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None, num_classes: int = NUM_CLASSES
+) -> None:
+    """Eval mode: each utterance alone equals the same utterance padded in a batch, to 1e-5.
+
+    Encoders are compared on real frames, poolings on pooled vectors; heads (no mask) must treat
+    each row independently of the rest of the batch, with and without labels.
+    """
+    dim = _in_dim(plugin, in_dim)
+    with _seeded():
+        module = _build(plugin, config, dim, num_classes).eval()
+        set_head_progress(module, 1.0)
+        batch = _batch(plugin, dim, num_classes)
+        label_sets: tuple[Tensor | None, ...] = (batch.labels, None) if plugin.kind == "head" else (None,)
+        with torch.no_grad():
+            for labels in label_sets:
+                together = _run(plugin, module, batch.x, batch.mask, labels)
+                for i, length in enumerate(batch.mask.sum(dim=1).tolist()):
+                    one_labels = None if labels is None else labels[i : i + 1]
+                    if plugin.kind == "head":
+                        alone = _run(plugin, module, batch.x[i : i + 1], batch.mask[i : i + 1], one_labels)
+                        got, want = together[i], alone[0]
+                        what = f"row {i} of a batch{'' if labels is None else ' (with labels)'}"
+                        why = "other rows leak into it (batch statistics in eval mode?)"
+                    else:
+                        x = batch.x[i : i + 1, :length]
+                        alone = _run(plugin, module, x, torch.ones(1, length, dtype=torch.bool), None)
+                        got = together[i, :length] if plugin.kind == "encoder" else together[i]
+                        want = alone[0]
+                        what = f"utterance {i} (length {length}) in a padded batch"
+                        why = "padding or other utterances leak into it"
+                    diff = (got - want).abs().max().item()
+                    assert torch.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE), (
+                        f"{_label(plugin)}: {what} differs from it alone by up to {diff:.3g} "
+                        f"(> {TOLERANCE}); {why}"
+                    )
+
+
+def check_gradients(
+    plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None, num_classes: int = NUM_CLASSES
+) -> None:
+    """Train mode: every parameter, and the input, gets a finite gradient from a loss on the output.
+
+    Heads are trained with cross-entropy on ``head(embedding, labels)``; encoders and poolings with
+    a random projection of their (real-frame) outputs.
+    """
+    dim = _in_dim(plugin, in_dim)
+    with _seeded():
+        module = _build(plugin, config, dim, num_classes).train()
+        set_head_progress(module, 1.0)
+        batch = _batch(plugin, dim, num_classes)
+        x = batch.x.clone().requires_grad_(True)
+        out = _run(plugin, module, x, batch.mask, batch.labels)
+        if plugin.kind == "head":
+            loss = F.cross_entropy(out, batch.labels)
+        else:
+            real = out[batch.mask] if plugin.kind == "encoder" else out
+            loss = (real * torch.randn_like(real)).sum()
+        loss.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all(), (
+        f"{_label(plugin)}: the input gets no finite gradient, so nothing before this plugin would learn"
+    )
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        assert param.grad is not None, f"{_label(plugin)}: parameter '{name}' gets no gradient (unused?)"
+        assert torch.isfinite(param.grad).all(), (
+            f"{_label(plugin)}: parameter '{name}' has a non-finite gradient"
+        )
+
+
+def sample_configs(plugin: type[Plugin], n: int, seed: int = SEED) -> list[tuple[dict[str, Any], Any]]:
+    """``n`` (trial params, config) pairs sampled at random from the plugin's search space."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per check
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    samples = []
+    for _ in range(n):
+        trial = study.ask()
+        config = plugin.suggest(trial)
+        samples.append((dict(trial.params), config))
+        study.tell(trial, 0.0)
+    return samples
+
+
+def check_suggest_roundtrip(plugin: type[Plugin], n_trials: int = 5) -> None:
+    """The search space replays and serialises exactly.
+
+    For trials of one study (so Optuna would also reject a name sampled with two distributions):
+    ``suggest`` returns a ``config_cls``; every parameter is ``{kind}.{name}.<field>`` with the
+    config's value; ``FixedTrial(trial.params)`` rebuilds the same config; and
+    ``from_params(to_params(config)) == config``.
+    """
+    prefix = f"{plugin.kind}.{plugin.name}."
+    fields = {f.name for f in dataclasses.fields(plugin.config_cls)}
+    for params, config in sample_configs(plugin, n_trials):
+        assert isinstance(config, plugin.config_cls), (
+            f"{_label(plugin)}: suggest() returned {type(config).__name__}, not {plugin.config_cls.__name__}"
+        )
+        as_params = plugin.to_params(config)
+        for key, value in params.items():
+            assert key.startswith(prefix), (
+                f"{_label(plugin)}: trial parameter '{key}' does not start with '{prefix}'"
+            )
+            assert key[len(prefix) :] in fields, (
+                f"{_label(plugin)}: trial parameter '{key}' is not a config field"
+            )
+            assert as_params[key] == value, (
+                f"{_label(plugin)}: trial parameter '{key}' = {value!r} but the config holds {as_params[key]!r}"
+            )
+        replayed = plugin.suggest(optuna.trial.FixedTrial(params))
+        assert replayed == config, f"{_label(plugin)}: FixedTrial({params}) gave {replayed}, not {config}"
+        restored = plugin.from_params(as_params)
+        assert restored == config, (
+            f"{_label(plugin)}: from_params(to_params(config)) gave {restored}, not {config}"
+        )
+
+
+def check_state_dict_roundtrip(
+    plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None, num_classes: int = NUM_CLASSES
+) -> None:
+    """A second build loading the first's ``state_dict`` (after a training step moved any running
+    statistics) gives identical eval outputs: all state that matters is saved."""
+    dim = _in_dim(plugin, in_dim)
+    with _seeded(SEED):
+        first = _build(plugin, config, dim, num_classes)
+        batch = _batch(plugin, dim, num_classes)
+        with torch.no_grad():
+            _run(plugin, first.train(), batch.x, batch.mask, batch.labels)
+    with _seeded(SEED + 1), torch.no_grad():
+        second = _build(plugin, config, dim, num_classes)
+        second.load_state_dict(first.state_dict())
+        a = _run(plugin, first.eval(), batch.x, batch.mask, None)
+        b = _run(plugin, second.eval(), batch.x, batch.mask, None)
+    if plugin.kind == "encoder":
+        a, b = a[batch.mask], b[batch.mask]
+    assert torch.equal(a, b), (
+        f"{_label(plugin)}: after load_state_dict the outputs differ by up to {(a - b).abs().max().item():.3g}; "
+        "is some state (a buffer, a plain tensor attribute) missing from the state dict?"
+    )
+
+
+CHECKS: tuple[Callable[..., None], ...] = (
+    check_shapes,
+    check_masking_invariance,
+    check_gradients,
+    check_state_dict_roundtrip,
+)
+
+
+def check_plugin(
+    plugin: type[Plugin], *, in_dim: int | None = None, num_classes: int = NUM_CLASSES, n_sampled: int = 2
+) -> None:
+    """All checks: the search-space round trip, then every module check on the default config and on
+    ``n_sampled`` configs drawn from the plugin's own search space."""
+    check_suggest_roundtrip(plugin)
+    configs = [plugin.config_cls(), *(config for _, config in sample_configs(plugin, n_sampled))]
+    for config in configs:
+        for check in CHECKS:
+            check(plugin, config, in_dim=in_dim, num_classes=num_classes)

@@ -1,0 +1,181 @@
+"""The training loop: AdamW, linear warm-up then cosine decay, gradient clipping, periodic validation.
+
+Batches come straight from the feature store (random crops for training, full-length utterances for
+validation). At each validation the best weights are *copied* (the course sample kept a reference, so its
+"best" model was really the last one) and the callbacks decide whether to go on — that is where Optuna's
+pruning plugs in without this loop knowing about Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from automel.data.batching import RandomCrops, full_length_batches
+from automel.data.split import Split
+from automel.data.store import FeatureStore
+from automel.errors import NonFiniteLossError
+from automel.plugin import set_head_progress
+from automel.train.config import RunSettings, TrainParams
+from automel.train.device import autocast, autocast_dtype, prepare_device, release_memory
+
+
+class Callback(Protocol):
+    """Called after each validation with the step and metrics; return True to stop training."""
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> bool: ...
+
+
+ProgressHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`fit`; ``best_state`` is a CPU copy of the best validation weights."""
+
+    best_valid_acc: float
+    best_step: int
+    steps: int
+    seconds: float
+    stopped_by_callback: bool
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def lr_lambda(steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to 0 (the course's ``get_cosine_schedule_with_warmup``)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+    return factor
+
+
+def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: TrainParams, settings: RunSettings,
+        device: torch.device, callbacks: Sequence[Callback] = (), on_progress: ProgressHook | None = None
+        ) -> TrainResult:
+    """Train ``model`` (``model(x, mask, labels) -> logits``) for ``settings.steps`` steps; see module docs."""
+    torch.manual_seed(settings.seed)
+    prepare_device(device)
+    model.to(device)
+    step_fn = torch.compile(model) if settings.compile else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(settings.steps, int(params.warmup * settings.steps)))
+    amp_dtype = autocast_dtype(device, settings.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    batches = RandomCrops(store, split.train, params.batch_size, params.segment_len, seed=settings.seed)
+    result = TrainResult(-1.0, 0, 0, 0.0, False, {})
+    window_losses: list[torch.Tensor] = []
+    correct = torch.zeros((), device=device)
+    seen = 0
+    started = time.perf_counter()
+    model.train()
+    for step in range(1, settings.steps + 1):
+        batch = next(batches)
+        x, mask, labels = batch.x.to(device, non_blocking=True), batch.mask.to(device), batch.labels.to(device)
+        set_head_progress(getattr(model, "head", model), step / settings.steps)
+        with autocast(device, amp_dtype):
+            logits = step_fn(x, mask, labels)
+            loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        # Keep losses on the device and look at them only every log_every steps: no per-step sync on GPU.
+        window_losses.append(loss.detach())
+        correct += (logits.detach().argmax(-1) == labels).sum()
+        seen += len(labels)
+        last = step == settings.steps
+        if step % settings.log_every and step % settings.valid_every and not last:
+            continue
+        train_loss = _check_window(window_losses, step)
+        metrics = {"step": float(step), "loss": train_loss, "train_acc": float(correct) / max(seen, 1),
+                   "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - started}
+        window_losses, correct, seen = [], torch.zeros((), device=device), 0
+        if step % settings.valid_every == 0 or last:
+            metrics.update(_validate(model, store, split, device, amp_dtype))
+            _keep_best(result, model, step, metrics["valid_acc"])
+            result.history.append(metrics)
+            if on_progress:
+                on_progress(step, metrics)
+            if any([cb(step, metrics) for cb in callbacks]):
+                result.stopped_by_callback = True
+                result.steps = step
+                break
+            model.train()
+        elif on_progress:
+            on_progress(step, metrics)
+        result.steps = step
+    result.seconds = time.perf_counter() - started
+    del optimizer, schedule
+    release_memory(device)
+    return result
+
+
+def _check_window(losses: list[torch.Tensor], step: int) -> float:
+    """Mean loss of the window; raise at the first non-finite one, naming its step."""
+    stacked = torch.stack(losses).float().cpu()
+    bad = (~torch.isfinite(stacked)).nonzero()
+    if len(bad):
+        first = int(bad[0])
+        raise NonFiniteLossError(step - len(losses) + 1 + first, float(stacked[first]))
+    return float(stacked.mean())
+
+
+def _keep_best(result: TrainResult, model: torch.nn.Module, step: int, valid_acc: float) -> None:
+    if valid_acc > result.best_valid_acc:
+        result.best_valid_acc, result.best_step = valid_acc, step
+        result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _validate(model: torch.nn.Module, store: FeatureStore, split: Split, device: torch.device,
+              amp_dtype: torch.dtype | None) -> dict[str, float]:
+    if len(split.valid) == 0:  # a data set with one utterance per speaker: fall back to training data
+        acc, loss = evaluate(model, store, split.train, device, amp_dtype)
+    else:
+        acc, loss = evaluate(model, store, split.valid, device, amp_dtype)
+    return {"valid_acc": acc, "valid_loss": loss}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, store: FeatureStore, indices: np.ndarray, device: torch.device,
+             amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy on full-length utterances ``indices`` (deterministic)."""
+    model.eval()
+    correct, total_loss, count = 0, 0.0, 0
+    for batch in full_length_batches(store, indices):
+        labels = batch.labels.to(device)
+        with autocast(device, amp_dtype):
+            logits = model(batch.x.to(device), batch.mask.to(device)).float()
+        correct += int((logits.argmax(-1) == labels).sum())
+        total_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        count += len(labels)
+    return correct / max(count, 1), total_loss / max(count, 1)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, store: FeatureStore, indices: np.ndarray, device: torch.device
+            ) -> np.ndarray:
+    """Predicted speaker ids for store rows ``indices``, in the order given."""
+    model.eval().to(device)
+    predictions = np.empty(len(indices), dtype=np.int64)
+    position = {int(i): k for k, i in enumerate(np.asarray(indices).tolist())}
+    for batch in full_length_batches(store, np.asarray(indices)):
+        logits = model(batch.x.to(device), batch.mask.to(device))
+        for row, label in zip(batch.index.tolist(), logits.argmax(-1).cpu().tolist(), strict=True):
+            predictions[position[row]] = label
+    return predictions

@@ -1,0 +1,90 @@
+"""One training run from parameters to a rebuilt best model: what ``train`` and every search trial call."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from automel.data.split import Split, stratified_split
+from automel.data.store import FeatureStore, StoreDtype, open_store
+from automel.runs import RunRecord, submission_rows, versions
+from automel.train.config import RunSettings, TrainParams
+from automel.train.loop import Callback, ProgressHook, TrainResult, fit, predict
+
+VALID_FRACTION = 0.1
+
+
+@dataclass
+class Workspace:
+    """A data set opened for training: the cached store and its recorded split."""
+
+    store: FeatureStore
+    split: Split
+
+    def dataset_info(self) -> dict[str, Any]:
+        ds = self.store.dataset
+        return {"root": str(ds.root), "name": ds.name, "kind": ds.kind, "fingerprint": self.store.fingerprint,
+                "speakers": len(ds.speakers), "train_utterances": len(ds.train), "test_utterances": len(ds.test),
+                "features": dict(ds.info.get("features", {}))}
+
+
+def open_workspace(root: Path, home: Path, split_seed: int = 0, split_record: Mapping[str, Any] | None = None,
+                   dtype: StoreDtype = "float32") -> Workspace:
+    """Open (and cache) the store of ``root``; reuse ``split_record`` when a study already fixed the split."""
+    store = open_store(root, home, dtype)
+    labels = store.labels.numpy()
+    if split_record is not None:
+        split = Split.from_json(dict(split_record), store.paths, labels)
+    else:
+        split = stratified_split(labels, VALID_FRACTION, split_seed)
+    return Workspace(store, split)
+
+
+def full_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of the chosen plugins and of training, defaults filled in (what config.json keeps)."""
+    from automel.model import resolve_model_params
+
+    return {**resolve_model_params(params), **TrainParams.from_params(params).to_params()}
+
+
+def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings, device: torch.device,
+              callbacks: Sequence[Callback] = (), on_progress: ProgressHook | None = None
+              ) -> tuple[torch.nn.Module, TrainResult, RunRecord]:
+    """Build the model ``params`` describe, train it, and return it with the best weights loaded."""
+    from automel.model import build_model
+
+    full = full_params(params)
+    train_params = TrainParams.from_params(full)
+    store = work.store if device.type == "cpu" else work.store.to(device)
+    torch.manual_seed(settings.seed)  # the initial weights are part of what the seed reproduces
+    model = build_model(full, store.n_mels, store.num_classes)
+    if train_params.normalize == "global":
+        model.norm.set_stats(*work.store.feature_stats(work.split.train))
+    result = fit(model, store, work.split, train_params, settings, device, callbacks, on_progress)
+    model.load_state_dict(result.best_state)
+    record = RunRecord(
+        params=full, n_mels=store.n_mels, speakers=store.dataset.speakers, dataset=work.dataset_info(),
+        result={"valid_acc": result.best_valid_acc, "best_step": result.best_step, "steps": result.steps,
+                "seconds": round(result.seconds, 3)},
+        extra={"split": work.split.to_json(store.paths), "settings": dataclasses.asdict(settings),
+               "versions": versions()},
+    )
+    return model.cpu().eval(), result, record
+
+
+def test_submission(model: torch.nn.Module, store: FeatureStore, speakers: tuple[str, ...],
+                    device: torch.device | None = None) -> list[tuple[str, str]]:
+    """``Id,Category`` rows for the data set's ``testdata.json``, in its order."""
+    test = store.test_indices()
+    predictions = predict(model, store, test, device or torch.device("cpu"))
+    return submission_rows(predictions, [store.paths[i] for i in test.tolist()], speakers)
+
+
+def metrics_lines(result: TrainResult) -> list[dict[str, Any]]:
+    return [{k: (int(v) if k == "step" else v) for k, v in m.items()} for m in result.history]
+

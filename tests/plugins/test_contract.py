@@ -1,0 +1,139 @@
+"""Every registered plugin (built-in or installed) against the contract in automel.testing."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from torch import Tensor, nn
+
+from automel import testing
+from automel.model import build_model
+from automel.plugin import KINDS, Plugin, PoolingPlugin
+from automel.registry import default_registry
+
+PLUGINS: list[type[Plugin]] = [entry.plugin for kind in KINDS for entry in default_registry().entries(kind)]
+MODULE_CHECKS: dict[str, Callable[..., None]] = {
+    "shapes": testing.check_shapes,
+    "masking": testing.check_masking_invariance,
+    "gradients": testing.check_gradients,
+    "state-dict": testing.check_state_dict_roundtrip,
+}
+N_SAMPLED = 2  # configs drawn from each plugin's own search space, besides its defaults
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only add overhead (and spin on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _id(plugin: type[Plugin]) -> str:
+    return f"{plugin.kind}:{plugin.name}"
+
+
+def _configs(plugin: type[Plugin]) -> list[tuple[str, Any]]:
+    sampled = testing.sample_configs(plugin, N_SAMPLED)
+    return [("default", plugin.config_cls()), *((f"sampled{i}", cfg) for i, (_, cfg) in enumerate(sampled))]
+
+
+CASES = [
+    pytest.param(plugin, check, config, id=f"{_id(plugin)}-{check_name}-{config_name}")
+    for plugin in PLUGINS
+    for config_name, config in _configs(plugin)
+    for check_name, check in MODULE_CHECKS.items()
+]
+
+
+@pytest.mark.parametrize(("plugin", "check", "config"), CASES)
+def test_module_contract(plugin: type[Plugin], check: Callable[..., None], config: Any) -> None:
+    check(plugin, config)
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=_id)
+def test_suggest_roundtrip(plugin: type[Plugin]) -> None:
+    testing.check_suggest_roundtrip(plugin)
+
+
+def test_every_builtin_is_checked() -> None:
+    names = {_id(p) for p in PLUGINS}
+    assert {"encoder:transformer", "encoder:conformer", "pooling:mean", "pooling:self-attention"} <= names
+    assert {"pooling:attentive-stats", "head:softmax", "head:am-softmax", "head:aam-softmax"} <= names
+
+
+COMBOS = [
+    pytest.param(*names, id="+".join(names))
+    for names in itertools.product(*(default_registry().names(kind) for kind in KINDS))
+]
+
+
+@pytest.mark.parametrize(("encoder", "pooling", "head"), COMBOS)
+def test_full_model_masking_invariance(encoder: str, pooling: str, head: str) -> None:
+    """``model.embed`` (and inference logits) of an utterance alone equal it padded in a batch."""
+    n_mels, lengths = 10, (11, 4, 7)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model({"encoder": encoder, "pooling": pooling, "head": head}, n_mels, 6).eval()
+        x = 100.0 * torch.randn(len(lengths), max(lengths), n_mels)  # padding: large noise
+        mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+        x[mask] = torch.randn(int(mask.sum()), n_mels)
+    with torch.no_grad():
+        embedded, logits = model.embed(x, mask), model(x, mask)
+        for i, length in enumerate(lengths):
+            alone_x, alone_mask = x[i : i + 1, :length], mask[i : i + 1, :length]
+            torch.testing.assert_close(model.embed(alone_x, alone_mask)[0], embedded[i], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(model(alone_x, alone_mask)[0], logits[i], atol=1e-5, rtol=1e-5)
+
+
+# --- the kit itself: each check fails, with a clear message, on a plugin that breaks its rule ---
+
+
+@dataclass(frozen=True)
+class WidthConfig:
+    width: int = 4
+
+
+class LeakyMean(nn.Module):
+    """Averages padded frames too: the classic masking bug."""
+
+    def __init__(self, in_dim: int, width: int) -> None:
+        super().__init__()
+        self.out_dim = in_dim
+        self.unused = nn.Linear(in_dim, width)  # never called: no gradient
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return x.mean(dim=1)
+
+
+class LeakyPooling(PoolingPlugin):
+    name = "leaky"
+    config_cls = WidthConfig
+
+    @classmethod
+    def suggest(cls, trial: optuna.trial.BaseTrial) -> WidthConfig:
+        return WidthConfig(width=trial.suggest_int("width", 2, 8))  # not namespaced
+
+    @classmethod
+    def build(cls, config: Any, in_dim: int) -> LeakyMean:
+        return LeakyMean(in_dim, config.width)
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        (testing.check_masking_invariance, r"pooling 'leaky': utterance 0 \(length 9\) .* leak"),
+        (testing.check_gradients, r"parameter 'unused.weight' gets no gradient"),
+        (testing.check_suggest_roundtrip, r"trial parameter 'width' does not start with 'pooling.leaky.'"),
+    ],
+)
+def test_kit_catches_broken_plugin(check: Callable[..., None], message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check(LeakyPooling)

@@ -1,0 +1,108 @@
+"""A search as a real process: SIGKILL mid-trial then resume, SIGINT, and the dashboard over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from automel.search.study import default_storage, open_storage
+
+SEARCH = ["search", "--study", "proc", "--steps-per-trial", "400", "--encoders", "transformer", "--poolings", "mean",
+          "--heads", "softmax", "--device", "cpu", "--pruner", "none", "--grace-period", "3"]
+
+
+def automel(home: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "AUTOMEL_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "automel", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def load(home: Path) -> optuna.Study:
+    return optuna.load_study(study_name="proc", storage=open_storage(default_storage(home, "proc"), heartbeat=False))
+
+
+def wait_for_running(home: Path, proc: subprocess.Popen[str], timeout: float = 120) -> optuna.trial.FrozenTrial:
+    """Wait until a trial is RUNNING and has reported at least one validation step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        if (home / "proc.db").exists():
+            try:
+                running = load(home).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            except (KeyError, Exception):
+                running = []
+            if running and running[0].intermediate_values:
+                return running[0]
+        time.sleep(0.3)
+    raise AssertionError("no trial started in time")
+
+
+def test_sigkill_mid_trial_then_resume(hw4_sample: Path, isolated_home: Path) -> None:
+    proc = automel(isolated_home, *SEARCH, "--data", str(hw4_sample), "--trials", "2")
+    victim = wait_for_running(isolated_home, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert load(isolated_home).trials[victim.number].state == TrialState.RUNNING
+    time.sleep(4)  # longer than --grace-period: the dead process's trial is now stale
+    resumed = automel(isolated_home, *SEARCH, "--data", str(hw4_sample), "--trials", "2",
+                      "--steps-per-trial", "400")
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    study = load(isolated_home)
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert study.trials[victim.number].state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retried and retried[0].params == victim.params
+    assert len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+
+
+def test_sigint_exits_130_with_consistent_study(hw4_sample: Path, isolated_home: Path) -> None:
+    proc = automel(isolated_home, *SEARCH, "--data", str(hw4_sample), "--trials", "3")
+    victim = wait_for_running(isolated_home, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "resume" in stderr
+    study = load(isolated_home)
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    trial = study.trials[victim.number]
+    assert trial.state == TrialState.FAIL and "Ctrl-C" in trial.user_attrs["fail_reason"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dashboard_serves_the_study_on_loopback(hw4_sample: Path, isolated_home: Path) -> None:
+    done = automel(isolated_home, *SEARCH, "--data", str(hw4_sample), "--trials", "1", "--steps-per-trial", "20")
+    _, stderr = done.communicate(timeout=300)
+    assert done.returncode == 0, stderr
+    port = free_port()
+    server = automel(isolated_home, "dashboard", "--study", "proc", "--port", str(port))
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while time.monotonic() < deadline and body is None:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    body = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "dashboard did not answer"
+        assert [s["study_name"] for s in body["studies"]] == ["proc"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
