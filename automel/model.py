@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from automel.errors import PluginError
+from automel.normalize import DEFAULT_NORMALIZE, NORMALIZE_PARAM, FeatureNorm
 from automel.plugin import KINDS, EncoderPlugin, HeadPlugin, Kind, Plugin, PoolingPlugin, set_head_progress
 from automel.registry import Registry, default_registry
 
@@ -31,15 +32,17 @@ _PROBE_LENGTHS = (6, 4)
 class SpeakerModel(nn.Module):
     """``encoder (B,T,F)->(B,T,D)``, ``pooling (B,T,D)->(B,P)``, ``head (B,P)->(B,C)``."""
 
-    def __init__(self, encoder: nn.Module, pooling: nn.Module, head: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, pooling: nn.Module, head: nn.Module,
+                 norm: FeatureNorm | None = None) -> None:
         super().__init__()
+        self.norm: nn.Module = norm if norm is not None else _Passthrough()
         self.encoder = encoder
         self.pooling = pooling
         self.head = head
 
     def embed(self, x: Tensor, mask: Tensor) -> Tensor:
         """The pooled utterance embedding ``(B, P)`` (independent of padding)."""
-        return self.pooling(self.encoder(x, mask), mask)
+        return self.pooling(self.encoder(self.norm(x, mask), mask), mask)
 
     def forward(self, x: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits ``(B, C)``; margin heads apply their margin only when ``labels (B,)`` are given."""
@@ -48,6 +51,13 @@ class SpeakerModel(nn.Module):
     def set_progress(self, progress: float) -> None:
         """Training is ``progress`` (0..1) done: lets a margin head warm its margin up."""
         set_head_progress(self.head, progress)
+
+
+class _Passthrough(nn.Module):
+    """No normalisation (a model composed by hand without a :class:`FeatureNorm`)."""
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return x
 
 
 def plugin_names(params: Mapping[str, Any]) -> dict[Kind, str]:
@@ -93,7 +103,8 @@ def build_model(
     pooling = pool_cls.build(pool_cls.from_params(params), enc_dim)
     pool_dim = _out_dim(pooling, pool_cls)
     head = head_cls.build(head_cls.from_params(params), pool_dim, num_classes)
-    model = SpeakerModel(encoder, pooling, head)
+    norm = FeatureNorm(n_mels, str(params.get(NORMALIZE_PARAM, DEFAULT_NORMALIZE)))
+    model = SpeakerModel(encoder, pooling, head, norm)
     _probe(model, plugins, n_mels, enc_dim, pool_dim, num_classes)
     return model
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+NORMALIZE_PARAM = "train.normalize"  # searched with the training parameters, saved with the weights
+DEFAULT_NORMALIZE = "global"
+
 
 class FeatureNorm(nn.Module):
     """``(B,T,F), mask (B,T) -> (B,T,F)``; ``mean``/``std`` buffers hold the global statistics."""
 
-    def __init__(self, n_mels: int, mode: str = "global") -> None:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, n_mels: int, mode: str = DEFAULT_NORMALIZE) -> None:
         super().__init__()
         if mode not in ("none", "global", "utterance"):
             raise ValueError(f"unknown normalisation {mode!r}")

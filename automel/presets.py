@@ -78,9 +78,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Training choices that belong to a level: the course's Simple model saw raw log-mel, no normalisation.
+PRESET_TRAINING: dict[str, dict[str, Any]] = {"simple": {"train.normalize": "none"}}
+
+
 def preset_params(name: str) -> dict[str, Any]:
-    """A copy of preset ``name``'s model parameters; :class:`ConfigError` for an unknown name."""
+    """A copy of preset ``name``'s model parameters plus its training choices; :class:`ConfigError` if unknown."""
     try:
-        return copy.deepcopy(PRESETS[name])
+        return {**copy.deepcopy(PRESETS[name]), **PRESET_TRAINING.get(name, {})}
     except KeyError:
         raise ConfigError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})") from None

@@ -20,7 +20,7 @@ from automel.errors import PluginError
 from automel.plugin import KINDS, EncoderPlugin, HeadPlugin, Kind, Plugin, PoolingPlugin
 
 GROUPS: dict[Kind, str] = {"encoder": "automel.encoders", "pooling": "automel.poolings", "head": "automel.heads"}
-BASES: dict[Kind, type[Plugin]] = {"encoder": EncoderPlugin, "pooling": PoolingPlugin, "head": HeadPlugin}
+BASES: dict[Kind, type] = {"encoder": EncoderPlugin, "pooling": PoolingPlugin, "head": HeadPlugin}
 DISABLE_ENV = "AUTOMEL_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_DIST = "automel"
 

@@ -253,7 +253,8 @@ def check_suggest_roundtrip(plugin: type[Plugin], n_trials: int = 5) -> None:
                 f"{_label(plugin)}: trial parameter '{key}' is not a config field"
             )
             assert as_params[key] == value, (
-                f"{_label(plugin)}: trial parameter '{key}' = {value!r} but the config holds {as_params[key]!r}"
+                f"{_label(plugin)}: trial parameter '{key}' = {value!r} "
+                f"but the config holds {as_params[key]!r}"
             )
         replayed = plugin.suggest(optuna.trial.FixedTrial(params))
         assert replayed == config, f"{_label(plugin)}: FixedTrial({params}) gave {replayed}, not {config}"
@@ -282,7 +283,8 @@ def check_state_dict_roundtrip(
     if plugin.kind == "encoder":
         a, b = a[batch.mask], b[batch.mask]
     assert torch.equal(a, b), (
-        f"{_label(plugin)}: after load_state_dict the outputs differ by up to {(a - b).abs().max().item():.3g}; "
+        f"{_label(plugin)}: after load_state_dict the outputs differ by up to "
+        f"{(a - b).abs().max().item():.3g}; "
         "is some state (a buffer, a plain tensor attribute) missing from the state dict?"
     )
 

@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from automel.cli._progress import add_training_task, progress_hook, training_progress
@@ -43,7 +43,7 @@ class LiveView:
                                    TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
         self.trials_task = self.trials_bar.add_task("trials", total=trials, counts="")
         self.trial_bar = training_progress()
-        self.trial_task = None
+        self.trial_task: TaskID | None = None
         self.steps = 1
         self.board = Table()
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)

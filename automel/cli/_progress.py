@@ -24,7 +24,7 @@ def progress_hook(progress: Progress, task: TaskID) -> Any:
     """A ``fit`` progress hook that updates ``task``."""
 
     def update(step: int, metrics: dict[str, float]) -> None:
-        fields: dict[str, str] = {
+        fields: dict[str, Any] = {
             "loss": f"{metrics['loss']:.3f}", "train_acc": f"{metrics['train_acc']:.1%}",
             "lr": f"{metrics['lr']:.1e}", "rate": f"{step / max(metrics['seconds'], 1e-9):.1f}",
         }

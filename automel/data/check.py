@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from automel.data.features import load_feature
-from automel.data.layout import MAPPING, METADATA, TESTDATA, read_json
+from automel.data.layout import MAPPING, METADATA, TESTDATA, is_plain_name, read_json
 from automel.errors import DataError
 
 FRAMES_PER_SECOND = 100  # 10 ms hop
@@ -139,6 +139,9 @@ def _check_features(root: Path, n_mels: int, items: list[tuple[Any, bool]], repo
             on_progress(done, len(items))
         if not isinstance(name, str) or not isinstance(utt.get("mel_len"), int):
             report.problems.append(f"{root}: an utterance entry lacks 'feature_path' or integer 'mel_len': {utt!r}")
+            continue
+        if not is_plain_name(name):
+            report.problems.append(f"{root}: feature_path {name!r} must be a file name inside the data set")
             continue
         try:
             frames = load_feature(root / name, n_mels).shape[0]

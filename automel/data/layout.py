@@ -15,7 +15,7 @@ import json
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,10 +115,17 @@ def _require(obj: Any, key: str, kind: type, path: Path) -> Any:
 def _utterance(item: Any, source: Path, speaker: str | None) -> Utterance:
     if not isinstance(item, dict) or not isinstance(item.get("feature_path"), str):
         raise DataError(f"{source}: an utterance entry has no 'feature_path': {item!r}")
+    if not is_plain_name(item["feature_path"]):
+        raise DataError(f"{source}: feature_path {item['feature_path']!r} must be a file name inside the data set")
     mel_len = item.get("mel_len")
     if not isinstance(mel_len, int) or isinstance(mel_len, bool):
         raise DataError(f"{source}: {item['feature_path']} has no integer 'mel_len'")
     return Utterance(item["feature_path"], mel_len, speaker)
+
+
+def is_plain_name(name: str) -> bool:
+    """HW4 feature paths are bare file names: no folders, no ``..``, nothing absolute."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 def read_answers(path: Path) -> dict[str, str]:
@@ -228,6 +235,3 @@ def _write_json(path: Path, obj: Any) -> None:
 def answers_path(root: Path) -> Path:
     return Path(root) / ANSWERS
 
-
-def write_lines(path: Path, lines: Iterable[str]) -> None:
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")

@@ -76,6 +76,27 @@ def synthesise_speaker(seed: int, speaker: int, utterances: int) -> list[np.ndar
     return result
 
 
+def _tune_worker_allocator() -> None:
+    """Keep freed memory in our worker processes instead of handing it back to the OS.
+
+    Synthesis allocates many short-lived arrays of a few MB; with glibc's defaults each is mmapped (or the
+    heap trimmed) and page-faulted in afresh, which costs about a third of the run in kernel time. Only
+    the workers, which exit when the corpus is done, are tuned; elsewhere this does nothing.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 512 << 20)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): keep the defaults
+        pass
+
+
 def _per_speaker(spec: SynthSpec, jobs: int) -> Iterator[list[np.ndarray]]:
     """Each speaker's features, in speaker order, computed by ``jobs`` processes (in-process for 1)."""
     if jobs <= 1:
@@ -85,7 +106,8 @@ def _per_speaker(spec: SynthSpec, jobs: int) -> Iterator[list[np.ndarray]]:
     import multiprocessing
 
     # spawn, not fork: the parent may hold torch's thread pools, which a forked child must not inherit.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_tune_worker_allocator) as pool:
         n = spec.speakers
         yield from pool.map(synthesise_speaker, [spec.seed] * n, range(n), [spec.utterances] * n)
 

@@ -185,12 +185,18 @@ def _segments(seq: list[tuple[int, float]], voice: Voice) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def _resonances(f: np.ndarray, freqs: np.ndarray, bw: np.ndarray) -> np.ndarray:
-    """Magnitude of a cascade of 2-pole resonators (DC gain 1): ``f (M, K)``, ``bw (K,)`` -> ``(M, F)``."""
-    power = np.ones((f.shape[0], freqs.size))
-    for k in range(f.shape[1]):  # multiply squared magnitudes, one square root at the end (speed)
-        fk, half2 = f[:, k:k + 1], (bw[k] / 2) ** 2
-        power *= (fk**2 + half2) ** 2 / (((freqs - fk) ** 2 + half2) * ((freqs + fk) ** 2 + half2))
+def _envelope(formants: np.ndarray, bw: np.ndarray, pole: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """Vocal-tract magnitude at FREQS per frame: ``formants (M, K)`` with bandwidths ``bw (K,)``, times a
+    nasal pole-zero pair (``pole``/``zero`` ``(M,)``; identity when equal, a low-pass murmur when the zero
+    is well above the pole). Each 2-pole resonator has DC gain 1, as in a cascade formant synthesiser.
+    """
+    b2 = 60.0**2
+    p, z = pole[:, None], zero[:, None]
+    power = ((FREQS - z) ** 2 + b2) * ((FREQS + z) ** 2 + b2) * (p**2 + b2) ** 2
+    power /= ((FREQS - p) ** 2 + b2) * ((FREQS + p) ** 2 + b2) * (z**2 + b2) ** 2
+    for k in range(formants.shape[1]):  # multiply squared magnitudes, one square root at the end (speed)
+        fk, half2 = formants[:, k:k + 1], (bw[k] / 2) ** 2
+        power *= (fk**2 + half2) ** 2 / (((FREQS - fk) ** 2 + half2) * ((FREQS + fk) ** 2 + half2))
     return np.sqrt(power)
 
 
@@ -334,35 +340,32 @@ def _speak(voice: Voice, eq: np.ndarray, rng: np.random.Generator) -> tuple[np.n
         [track[:, :3] * voice.tract * idio[:3],
          np.broadcast_to([3300 * voice.tract * idio[3], 4300 * voice.tract * idio[4]], (m, 2))], axis=1)
     bw = np.array([60.0, 80.0, 120.0, 180.0, 250.0]) * voice.bandwidth
-    tract_env = _resonances(formants, FREQS, bw) * _nasal(track[:, 5], track[:, 6]) * (glottal * eq)
+    tract_env = _envelope(formants, bw, track[:, 5], track[:, 6]) * (glottal * eq)
     band_env = (_FRIC_GAIN * eq) * np.exp(-0.5 * ((FREQS - track[:, 3:4]) / (track[:, 4:5] / 2)) ** 2)
-    speech = _filter_frames(np.stack([tract_src, fric_src]), np.stack([tract_env, band_env]))
+    speech = _filter_frames((tract_src, fric_src), (tract_env, band_env))
     return speech, (gain_v + gain_a + gain_f) > 0.05
 
 
-def _nasal(pole: np.ndarray, zero: np.ndarray) -> np.ndarray:
-    """Nasal pole-zero pair (DC gain 1): identity when pole == zero, a low-pass murmur when zero >> pole."""
-    b2 = 60.0**2
-    p, z = pole[:, None], zero[:, None]
-    num = ((FREQS - z) ** 2 + b2) * ((FREQS + z) ** 2 + b2) * (p**2 + b2) ** 2
-    den = ((FREQS - p) ** 2 + b2) * ((FREQS + p) ** 2 + b2) * (z**2 + b2) ** 2
-    return np.sqrt(num / den)
+def _filter_frames(sources: tuple[np.ndarray, ...], envs: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Filter each source ``(n,)`` by its time-varying zero-phase ``env (M, F)`` and sum (overlap-add).
 
-
-def _filter_frames(x: np.ndarray, env: np.ndarray) -> np.ndarray:
-    """Filter sources ``x (S, n)`` by time-varying zero-phase ``env (S, M, F)`` and sum them (overlap-add).
-
-    Frame ``m`` (Hann-windowed, centred on sample ``m*HOP``) is filtered by ``env[:, m]``.
+    Frame ``m`` (Hann-windowed, centred on sample ``m*HOP``) is filtered by ``env[m]``. Frames are
+    zero-padded to NFFT = 4*HOP so the filter's ringing (on both sides: zero phase) does not wrap onto
+    the frame itself; it lands in the padding, which is overlap-added too.
     """
-    n, m = x.shape[1], env.shape[1]
-    padded = np.zeros((x.shape[0], (m + 1) * HOP))
-    padded[:, HOP:HOP + n] = x  # frame m covers samples [(m-1)*HOP, (m+1)*HOP) of x
+    n, m = sources[0].size, envs[0].shape[0]
     window = np.hanning(2 * HOP + 1)[:-1]  # periodic Hann: frames at 50% overlap sum to one
-    frames = np.lib.stride_tricks.sliding_window_view(padded, 2 * HOP, axis=1)[:, ::HOP][:, :m] * window
-    buf = np.zeros((x.shape[0], m, NFFT))
-    buf[..., HOP:3 * HOP] = frames  # centred, so ringing on either side stays inside the buffer
-    y = np.fft.irfft(np.sum(np.fft.rfft(buf, axis=-1) * env, axis=0), NFFT, axis=-1)
+    spectrum: np.ndarray | float = 0.0
+    for x, env in zip(sources, envs, strict=True):
+        padded = np.zeros((m + 1) * HOP)
+        padded[HOP:HOP + n] = x  # frame m covers samples [(m-1)*HOP, (m+1)*HOP) of x
+        frames = np.lib.stride_tricks.sliding_window_view(padded, 2 * HOP)[::HOP][:m] * window
+        spectrum = spectrum + np.fft.rfft(frames, NFFT, axis=-1) * env
+    # The frame sits at the start of each NFFT buffer, so the pre-ringing wraps to its last HOP samples:
+    # rolled by one block, buffer block b of frame m lands on output block m + b + 1 (block (m+3)->m).
+    y = np.fft.irfft(spectrum, NFFT, axis=-1)
     out = np.zeros((m + 3) * HOP)  # index 0 is sample -2*HOP
-    for j in range(4):
-        out[j * HOP:(j + m) * HOP] += y[:, j * HOP:(j + 1) * HOP].ravel()
+    for b in range(4):
+        j = (b + 1) % 4
+        out[j * HOP:(j + m) * HOP] += y[:, b * HOP:(b + 1) * HOP].ravel()
     return out[2 * HOP:2 * HOP + n]

@@ -46,7 +46,7 @@ KERNEL_CHOICES = (7, 15, 31)
 
 @dataclass(frozen=True)
 class ConformerConfig:
-    """Hyper-parameters of :class:`Conformer`; each field is the trial parameter ``encoder.conformer.<field>``."""
+    """Hyper-parameters of :class:`Conformer`; field ``f`` is the trial parameter ``encoder.conformer.f``."""
 
     d_model: int = 144
     nhead: int = 4
@@ -190,7 +190,7 @@ class ConformerEncoder(nn.Module):
 
 
 class Conformer(EncoderPlugin):
-    """Conformer (paper version) with width, heads, feed-forward size, kernel, depth and dropout searchable."""
+    """The paper's Conformer; width, heads, feed-forward size, kernel, depth and dropout are searched."""
 
     name = "conformer"
     config_cls = ConformerConfig

@@ -30,7 +30,7 @@ NHEAD_CHOICES = (1, 2, 4)
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Hyper-parameters of :class:`Transformer`; each field is the trial parameter ``encoder.transformer.<field>``."""
+    """Hyper-parameters of :class:`Transformer`; field ``f`` is trial parameter ``encoder.transformer.f``."""
 
     d_model: int = 80
     nhead: int = 2
@@ -47,7 +47,7 @@ class TransformerConfig:
 
 
 class TransformerEncoder(nn.Module):
-    """``Linear(in_dim, d_model)`` + ``num_layers`` Transformer layers: ``(B,T,in_dim), (B,T) -> (B,T,d_model)``."""
+    """``Linear(in_dim, d_model)`` + Transformer layers: ``(B,T,in_dim), (B,T) -> (B,T,d_model)``."""
 
     def __init__(self, config: TransformerConfig, in_dim: int) -> None:
         super().__init__()

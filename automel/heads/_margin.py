@@ -4,8 +4,8 @@ Both compare an L2-normalised embedding with L2-normalised class weights, so a l
 ``s * cos(theta_c)``; they differ only in how the target class's cosine is penalised while
 training. Labels switch the margin on; without labels (inference) the logits are ``s * cos``.
 The margin can warm up linearly from 0 over the first ``margin_warmup`` fraction of training
-(``set_progress``), which keeps early training from stalling on a margin the random embeddings
-cannot meet yet.
+(``set_progress``; the current value is the 0-d buffer ``margin``), which keeps early training
+from stalling on a margin the random embeddings cannot meet yet.
 
 Shapes: ``embedding (B, P)``, ``labels (B,) | None`` -> logits ``(B, C)``.
 """
@@ -60,14 +60,19 @@ class MarginHead(nn.Module):
         self.scale = scale
         self.max_margin = margin
         self.margin_warmup = margin_warmup
-        self.margin = margin  # the margin now; set_progress lowers it during warm-up
+        # The margin now (0-d), lowered by set_progress during warm-up. A tensor updated in place,
+        # not a Python float: torch.compile would specialise on a float and recompile every step.
+        # Not persistent: it is schedule state, and a loaded model should start at the full margin.
+        self.margin: Tensor
+        self.register_buffer("margin", torch.tensor(float(margin)), persistent=False)
 
     def set_progress(self, progress: float) -> None:
-        """Training is ``progress`` (0..1) done: the margin rises linearly to its maximum at ``margin_warmup``."""
+        """Training is ``progress`` (0..1) done: the margin rises linearly to m at ``margin_warmup``."""
         if self.margin_warmup <= 0.0:
-            self.margin = self.max_margin
+            value = self.max_margin
         else:
-            self.margin = self.max_margin * min(1.0, max(0.0, progress) / self.margin_warmup)
+            value = self.max_margin * min(1.0, max(0.0, progress) / self.margin_warmup)
+        self.margin.fill_(value)
 
     def cosine(self, embedding: Tensor) -> Tensor:
         """``cos(theta)`` between each (projected) embedding and each class weight: ``(B, C)``."""
@@ -79,7 +84,7 @@ class MarginHead(nn.Module):
 
     def forward(self, embedding: Tensor, labels: Tensor | None = None) -> Tensor:
         cos = self.cosine(embedding)
-        if labels is None or self.margin == 0.0:
+        if labels is None:
             return self.scale * cos
         target = F.one_hot(labels, cos.size(-1)).bool()
         # Computing the margin for the whole matrix and picking the target column with `where` is

@@ -34,7 +34,7 @@ SINE_FLOOR = 1e-9
 
 @dataclass(frozen=True)
 class AAMSoftmaxConfig:
-    """Fields are ``head.aam-softmax.<field>``; ``margin_warmup`` is the fraction of training spent raising m."""
+    """Fields are ``head.aam-softmax.<field>``; ``margin_warmup``: fraction of training spent raising m."""
 
     embed_dim: int | None = 192
     scale: float = 30.0
@@ -54,12 +54,12 @@ class AngularMarginHead(MarginHead):
         self.easy_margin = easy_margin
 
     def target_logit(self, cos: Tensor) -> Tensor:
-        m = self.margin  # read at every call: the warm-up changes it
+        m = self.margin  # a 0-d tensor, read at every call: the warm-up changes it
         sine = torch.sqrt((1.0 - cos.pow(2)).clamp(min=SINE_FLOOR))
-        phi = cos * math.cos(m) - sine * math.sin(m)
+        phi = cos * torch.cos(m) - sine * torch.sin(m)
         if self.easy_margin:
             return torch.where(cos > 0, phi, cos)
-        return torch.where(cos > math.cos(math.pi - m), phi, cos - math.sin(math.pi - m) * m)
+        return torch.where(cos > torch.cos(math.pi - m), phi, cos - torch.sin(math.pi - m) * m)
 
 
 class AAMSoftmax(HeadPlugin):

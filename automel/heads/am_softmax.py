@@ -26,7 +26,7 @@ EMBED_CHOICES = (None, 128, 192, 256)
 
 @dataclass(frozen=True)
 class AMSoftmaxConfig:
-    """Fields are ``head.am-softmax.<field>``; ``margin_warmup`` is the fraction of training spent raising m."""
+    """Fields are ``head.am-softmax.<field>``; ``margin_warmup``: fraction of training spent raising m."""
 
     embed_dim: int | None = 192
     scale: float = 30.0

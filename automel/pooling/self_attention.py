@@ -26,7 +26,7 @@ HIDDEN_CHOICES = (0, 64, 128)
 
 @dataclass(frozen=True)
 class SelfAttentionPoolingConfig:
-    """``hidden``: 0 for a linear score, else the width of the scoring MLP (``pooling.self-attention.hidden``)."""
+    """``hidden`` (``pooling.self-attention.hidden``): 0 for a linear score, else the scoring MLP's width."""
 
     hidden: int = 0
 

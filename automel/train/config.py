@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from automel.errors import ConfigError
+from automel.normalize import DEFAULT_NORMALIZE
 
 PREFIX = "train."
-Normalize = Literal["none", "global", "utterance"]
+NORMALIZE_MODES = ("none", "global", "utterance")
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,12 @@ class TrainParams:
     batch_size: int = 32
     segment_len: int = 128
     weight_decay: float = 0.01
-    normalize: Normalize = "global"
+    normalize: str = DEFAULT_NORMALIZE  # one of NORMALIZE_MODES
 
     def __post_init__(self) -> None:
         checks = {"lr": self.lr > 0, "warmup": 0 <= self.warmup < 1, "batch_size": self.batch_size >= 1,
                   "segment_len": self.segment_len >= 8, "weight_decay": self.weight_decay >= 0,
-                  "normalize": self.normalize in ("none", "global", "utterance")}
+                  "normalize": self.normalize in NORMALIZE_MODES}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"train.{name} = {getattr(self, name)!r} is out of range")
@@ -41,14 +42,20 @@ class TrainParams:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainParams:
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in params.items():
             if key.startswith(PREFIX):
                 name = key[len(PREFIX) :]
                 if name not in fields:
                     raise ConfigError(f"unknown training parameter '{key}' (known: {', '.join(fields)})")
-                values[name] = int(value) if name in ("batch_size", "segment_len") else value
-        return cls(**values)
+                values[name] = value
+        try:
+            for name in ("batch_size", "segment_len"):
+                if name in values:
+                    values[name] = int(values[name])
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid training parameters {values}: {exc}") from None
 
     def to_params(self) -> dict[str, Any]:
         return {PREFIX + k: v for k, v in dataclasses.asdict(self).items()}

@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,11 +25,8 @@ from automel.plugin import set_head_progress
 from automel.train.config import RunSettings, TrainParams
 from automel.train.device import autocast, autocast_dtype, prepare_device, release_memory
 
-
-class Callback(Protocol):
-    """Called after each validation with the step and metrics; return True to stop training."""
-
-    def __call__(self, step: int, metrics: dict[str, float]) -> bool: ...
+# Called after each validation with the step and metrics; returns True to stop training.
+Callback = Callable[[int, dict[str, float]], bool]
 
 
 ProgressHook = Callable[[int, dict[str, float]], None]
@@ -104,7 +100,7 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
             continue
         train_loss = _check_window(window_losses, step)
         metrics = {"step": float(step), "loss": train_loss, "train_acc": float(correct) / max(seen, 1),
-                   "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - started}
+                   "lr": float(schedule.get_last_lr()[0]), "seconds": time.perf_counter() - started}
         window_losses, correct, seen = [], torch.zeros((), device=device), 0
         if step % settings.valid_every == 0 or last:
             metrics.update(_validate(model, store, split, device, amp_dtype))

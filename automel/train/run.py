@@ -12,6 +12,7 @@ import torch
 
 from automel.data.split import Split, stratified_split
 from automel.data.store import FeatureStore, StoreDtype, open_store
+from automel.normalize import FeatureNorm
 from automel.runs import RunRecord, submission_rows, versions
 from automel.train.config import RunSettings, TrainParams
 from automel.train.loop import Callback, ProgressHook, TrainResult, fit, predict
@@ -63,7 +64,7 @@ def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings,
     store = work.store if device.type == "cpu" else work.store.to(device)
     torch.manual_seed(settings.seed)  # the initial weights are part of what the seed reproduces
     model = build_model(full, store.n_mels, store.num_classes)
-    if train_params.normalize == "global":
+    if train_params.normalize == "global" and isinstance(model.norm, FeatureNorm):
         model.norm.set_stats(*work.store.feature_stats(work.split.train))
     result = fit(model, store, work.split, train_params, settings, device, callbacks, on_progress)
     model.load_state_dict(result.best_state)

@@ -94,20 +94,20 @@ def test_margin_warmup(plugin: type[AMSoftmax] | type[AAMSoftmax]) -> None:
     head = plugin.build(config, 6, 4)
     x, labels = torch.randn(3, 6), torch.tensor([0, 1, 2])
     head.set_progress(0.0)
-    assert head.margin == 0.0
+    assert head.margin.item() == 0.0
     torch.testing.assert_close(head(x, labels), head(x))  # no margin yet
     head.set_progress(0.1)
-    assert head.margin == pytest.approx(0.15)
+    assert head.margin.item() == pytest.approx(0.15)
     for progress in (0.2, 0.7, 1.0):
         head.set_progress(progress)
-        assert head.margin == pytest.approx(0.3)
+        assert head.margin.item() == pytest.approx(0.3)
     assert not torch.allclose(head(x, labels), head(x))
 
 
 def test_margin_without_warmup_is_constant() -> None:
     head = AMSoftmax.build(AMSoftmaxConfig(margin=0.2, margin_warmup=0.0), 6, 4)
     head.set_progress(0.0)
-    assert head.margin == 0.2
+    assert head.margin.item() == pytest.approx(0.2)
 
 
 def test_margin_head_projection_shapes() -> None:

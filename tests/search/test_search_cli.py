@@ -61,7 +61,7 @@ def test_search_hw4_sample_prunes_resumes_and_exports(cli: CliRunner, hw4_sample
     card = (best_dir / "README.md").read_text()
     assert study.user_attrs["dataset_fingerprint"] in card and "optuna" in card
     # the export rebuilt from its files reproduces the trial's validation accuracy
-    model, record = load_run(best_dir)
+    model, _ = load_run(best_dir)
     work = open_workspace(hw4_sample, isolated_home, split_record=study.user_attrs["split"])
     acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
     assert abs(acc - study.best_value) <= 1e-4
@@ -101,7 +101,7 @@ def test_search_on_small_synthetic_corpus(cli: CliRunner, tmp_path: Path, isolat
     code, _, stderr = run(cli, "data", "synth", data, "--speakers", 6, "--utterances", 8, "--seed", 2,
                           "--test-per-speaker", 2)
     assert code == 0, stderr
-    code, stdout, stderr = run(cli, "search", "--data", data, "--trials", 3, "--steps-per-trial", 30,
+    code, _, stderr = run(cli, "search", "--data", data, "--trials", 3, "--steps-per-trial", 30,
                                "--pruner", "none", "--sampler", "random", *FAST)
     assert code == 0, stderr
     names = [p.stem for p in isolated_home.glob("*.db")]
