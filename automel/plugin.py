@@ -14,6 +14,10 @@ Shapes, with ``B`` batch, ``T`` frames, ``F`` mel bins, ``D`` channels, ``C`` cl
   ``p`` in [0, 1] lets a head warm its margin up over training.
 
 Padded frames (``mask == False``) must never change the output for the real frames.
+
+Search scale: a search on a CPU cannot afford the model sizes a GPU can. ``suggest`` may pick its ranges
+with :func:`by_scale` (``cpu`` or ``gpu``); the scale is fixed per study, so a parameter never changes its
+distribution inside one study. Outside a search the scale is ``gpu`` (the full ranges).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from __future__ import annotations
 import dataclasses
 import types
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from automel.errors import PluginError
 
@@ -32,6 +38,32 @@ if TYPE_CHECKING:
 
 Kind = Literal["encoder", "pooling", "head"]
 KINDS: tuple[Kind, ...] = ("encoder", "pooling", "head")
+SCALES = ("cpu", "gpu")
+T = TypeVar("T")
+
+_scale: ContextVar[str] = ContextVar("automel_search_scale", default="gpu")
+
+
+def search_scale() -> str:
+    """``cpu`` or ``gpu``: the model sizes the running search can afford."""
+    return _scale.get()
+
+
+@contextmanager
+def using_search_scale(scale: str) -> Iterator[None]:
+    """Run ``suggest`` calls inside with ``scale``'s ranges."""
+    if scale not in SCALES:
+        raise PluginError(f"search scale {scale!r} is not one of {', '.join(SCALES)}")
+    token = _scale.set(scale)
+    try:
+        yield
+    finally:
+        _scale.reset(token)
+
+
+def by_scale(cpu: T, gpu: T) -> T:
+    """The ``cpu`` value inside a CPU-scale search, else the ``gpu`` one."""
+    return cpu if _scale.get() == "cpu" else gpu
 
 
 class Plugin(ABC):

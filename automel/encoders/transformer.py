@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from torch import Tensor, nn
 
-from automel.plugin import EncoderPlugin, masked_fill_padding
+from automel.plugin import EncoderPlugin, by_scale, masked_fill_padding
 
 __all__ = ["Transformer", "TransformerConfig", "TransformerEncoder"]
 
@@ -26,6 +26,7 @@ __all__ = ["Transformer", "TransformerConfig", "TransformerEncoder"]
 # each keeps one fixed distribution (Optuna refuses a name with two distributions in one study).
 D_MODEL_CHOICES = (64, 80, 128, 192, 256)
 NHEAD_CHOICES = (1, 2, 4)
+CPU_D_MODEL_CHOICES = (64, 80, 128)  # a CPU-scale search: every value divisible by every head count
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,10 @@ class Transformer(EncoderPlugin):
     @classmethod
     def suggest(cls, trial: optuna.trial.BaseTrial) -> TransformerConfig:
         return TransformerConfig(
-            d_model=trial.suggest_categorical(cls.param("d_model"), D_MODEL_CHOICES),
+            d_model=trial.suggest_categorical(cls.param("d_model"), by_scale(CPU_D_MODEL_CHOICES, D_MODEL_CHOICES)),
             nhead=trial.suggest_categorical(cls.param("nhead"), NHEAD_CHOICES),
-            dim_feedforward=trial.suggest_int(cls.param("dim_feedforward"), 128, 1024, log=True),
-            num_layers=trial.suggest_int(cls.param("num_layers"), 1, 4),
+            dim_feedforward=trial.suggest_int(cls.param("dim_feedforward"), 128, by_scale(512, 1024), log=True),
+            num_layers=trial.suggest_int(cls.param("num_layers"), 1, by_scale(3, 4)),
             dropout=trial.suggest_float(cls.param("dropout"), 0.0, 0.3),
             norm_first=trial.suggest_categorical(cls.param("norm_first"), (False, True)),
         )

@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automel.errors import StudyError
+from automel.plugin import using_search_scale
 from automel.registry import default_registry
 from automel.search.artifacts import artifact_store, save_trial_artifacts, trim_weights
 from automel.search.space import SearchSpace, make_space, suggest_params
@@ -88,11 +89,24 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def open_search(root: Path, home: Path, options: SearchOptions) -> tuple[optuna.Study, Workspace, SearchSpace, str, int]:
-    """Create or load the study and check that it is the same search (data set, plugins, budget)."""
+@dataclass
+class OpenedSearch:
+    """A study ready to run: its data, its frozen space, and the budget and scale it was created with."""
+
+    study: optuna.Study
+    work: Workspace
+    space: SearchSpace
+    url: str
+    steps: int
+    scale: str
+
+
+def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
+    """Create or load the study and check that it is the same search (data set, plugins, budget, scale)."""
     registry = default_registry()
     device = select_device(options.device)
     steps = options.steps_per_trial or (CPU_STEPS if device.type == "cpu" else CUDA_STEPS)
+    scale = "cpu" if device.type == "cpu" else "gpu"
     work = open_workspace(root, home, split_seed=options.seed)
     name = options.study or study_name_for(work.store.dataset.name)
     url = options.storage or default_storage(home, name)
@@ -111,11 +125,13 @@ def open_search(root: Path, home: Path, options: SearchOptions) -> tuple[optuna.
     else:
         space = make_space(options.encoders, options.poolings, options.heads, registry)
     info = work.dataset_info()
+    if "scale" in study.user_attrs:
+        scale = study.user_attrs["scale"]  # model ranges stay those the study began with, on any device
     check_frozen(study, {"dataset_fingerprint": info["fingerprint"], "space": space.to_json(),
-                         "steps_per_trial": steps})
+                         "steps_per_trial": steps, "scale": scale})
     check_frozen(study, {"dataset": {k: info[k] for k in ("root", "name", "kind")},
                          "split": work.split.to_json(work.store.paths)})
-    return study, work, space, url, steps
+    return OpenedSearch(study, work, space, url, steps, scale)
 
 
 def _sampler_seed(seed: int, storage: optuna.storages.BaseStorage, name: str) -> int:
@@ -128,14 +144,16 @@ def _sampler_seed(seed: int, storage: optuna.storages.BaseStorage, name: str) ->
 
 def run_search(root: Path, home: Path, options: SearchOptions, events: SearchEvents | None = None) -> SearchOutcome:
     events = events or SearchEvents()
-    study, work, space, url, steps = open_search(root, home, options)
+    opened = open_search(root, home, options)
+    study, work, space, steps = opened.study, opened.work, opened.space, opened.steps
     device = select_device(options.device)
     store = artifact_store(artifact_dir(home, study.study_name))
-    outcome = SearchOutcome(study, url, home)
+    outcome = SearchOutcome(study, opened.url, home)
     events.on_start(study, steps)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest_params(trial, space)
+        with using_search_scale(opened.scale):
+            params = suggest_params(trial, space)
         seed = options.seed * 100_003 + trial.number
         trial.set_user_attr("seed", seed)
         events.on_trial_start(trial.number, params)

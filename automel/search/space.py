@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 
 from automel.errors import StudyError
-from automel.plugin import KINDS, Kind
+from automel.plugin import KINDS, Kind, by_scale
 from automel.registry import Registry, default_registry
 from automel.train.config import TrainParams
 
@@ -63,8 +63,8 @@ def suggest_train(trial: optuna.trial.BaseTrial) -> TrainParams:
     return TrainParams(
         lr=trial.suggest_float("train.lr", 3e-4, 5e-3, log=True),
         warmup=trial.suggest_float("train.warmup", 0.0, 0.2),
-        batch_size=trial.suggest_categorical("train.batch_size", [16, 32, 64]),
-        segment_len=trial.suggest_categorical("train.segment_len", [64, 128, 192]),
+        batch_size=trial.suggest_categorical("train.batch_size", by_scale([16, 32], [32, 64])),
+        segment_len=trial.suggest_categorical("train.segment_len", by_scale([64, 128], [128, 192, 256])),
         weight_decay=trial.suggest_float("train.weight_decay", 1e-4, 0.1, log=True),
         normalize=trial.suggest_categorical("train.normalize", ["global", "utterance"]),
     )

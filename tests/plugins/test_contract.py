@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from automel import testing
 from automel.model import build_model
-from automel.plugin import KINDS, Plugin, PoolingPlugin
+from automel.plugin import KINDS, SCALES, Plugin, PoolingPlugin, using_search_scale
 from automel.registry import default_registry
 
 PLUGINS: list[type[Plugin]] = [entry.plugin for kind in KINDS for entry in default_registry().entries(kind)]
@@ -58,9 +58,24 @@ def test_module_contract(plugin: type[Plugin], check: Callable[..., None], confi
     check(plugin, config)
 
 
+@pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("plugin", PLUGINS, ids=_id)
-def test_suggest_roundtrip(plugin: type[Plugin]) -> None:
-    testing.check_suggest_roundtrip(plugin)
+def test_suggest_roundtrip(plugin: type[Plugin], scale: str) -> None:
+    with using_search_scale(scale):
+        testing.check_suggest_roundtrip(plugin)
+        # the sizes a search samples build working modules at either scale
+        for _, config in testing.sample_configs(plugin, 2, seed=1):
+            testing.check_shapes(plugin, config)
+
+
+def test_cpu_scale_keeps_encoders_small() -> None:
+    registry = default_registry()
+    for name in ("transformer", "conformer"):
+        plugin = registry.get("encoder", name)
+        with using_search_scale("cpu"):
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+            configs = [plugin.suggest(study.ask()) for _ in range(30)]
+        assert max(c.d_model for c in configs) <= 128 and max(c.num_layers for c in configs) <= 3
 
 
 def test_every_builtin_is_checked() -> None:

@@ -11,6 +11,7 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from automel.plugin import using_search_scale
 from automel.runs import load_run
 from automel.score import score_submission
 from automel.search.study import default_storage, open_storage
@@ -48,8 +49,10 @@ def test_search_hw4_sample_prunes_resumes_and_exports(cli: CliRunner, hw4_sample
     from automel.search.space import SearchSpace, suggest_params
 
     space = SearchSpace.from_json(study.user_attrs["space"])
+    assert study.user_attrs["scale"] == "cpu"
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        replayed = suggest_params(optuna.trial.FixedTrial(trial.params), space)
+        with using_search_scale("cpu"):
+            replayed = suggest_params(optuna.trial.FixedTrial(trial.params), space)
         recorded = json.loads((isolated_home / "hw4" / "best" / "config.json").read_text())["params"]
         if trial.number == study.best_trial.number:
             assert {k: replayed[k] for k in recorded} == recorded
