@@ -7,10 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 # Rich wraps at the terminal width; a wide one keeps long paths on one line in captured output.
 os.environ.setdefault("COLUMNS", "200")
+# One torch thread per process: OpenMP threads that busy-wait collapse (10x slower) as soon as anything
+# else shares the two cores, and the suite's own subprocesses inherit this through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"

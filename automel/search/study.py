@@ -8,6 +8,7 @@ different plugin set or another data set is a clear error rather than a silent n
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
     try:
         if url.startswith("sqlite"):
             _listen_sqlite()
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
         raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
 
@@ -91,7 +94,9 @@ def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # Multivariate + group TPE handles the conditional (per-plugin) parameters well.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

@@ -13,7 +13,6 @@ from automel.runs import load_run
 from automel.score import score_submission
 from tests.conftest import run
 
-
 # A Conformer step costs ~1 s on one CPU core at the course's batch (32 x 128 frames), so the boss
 # preset trains here on small batches: its model is unchanged, a config file only overrides train.*.
 SMALL_BATCHES = {"train.batch_size": 16, "train.segment_len": 96, "train.lr": 2e-3, "train.warmup": 0.1}

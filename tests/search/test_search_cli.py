@@ -101,10 +101,10 @@ def test_search_hw4_sample_prunes_resumes_and_exports(cli: CliRunner, hw4_sample
 
 def test_search_on_small_synthetic_corpus(cli: CliRunner, tmp_path: Path, isolated_home: Path) -> None:
     data = tmp_path / "syn"
-    code, _, stderr = run(cli, "data", "synth", data, "--speakers", 6, "--utterances", 8, "--seed", 2,
-                          "--test-per-speaker", 2)
+    code, _, stderr = run(cli, "data", "synth", data, "--speakers", 6, "--utterances", 14, "--seed", 2,
+                          "--test-per-speaker", 4)
     assert code == 0, stderr
-    code, _, stderr = run(cli, "search", "--data", data, "--trials", 3, "--steps-per-trial", 30,
+    code, _, stderr = run(cli, "search", "--data", data, "--trials", 3, "--steps-per-trial", 120,
                                "--pruner", "none", "--sampler", "random", *FAST)
     assert code == 0, stderr
     names = [p.stem for p in isolated_home.glob("*.db")]
