@@ -57,7 +57,7 @@ def search(
     from automel.cli._live import LiveView, leaderboard
     from automel.home import resolve_home
     from automel.search.export import export_trial
-    from automel.search.runner import SearchOptions, run_search
+    from automel.search.runner import SearchOptions, open_search, run_trials
 
     options = SearchOptions(trials=trials, study=study, storage=storage, steps_per_trial=steps_per_trial,
                             timeout=timeout, sampler=sampler, pruner=pruner, encoders=_names(encoders),
@@ -65,9 +65,10 @@ def search(
                             grace_period=grace_period)
     root, where = resolve_data(data, home), resolve_home(home)
     _quiet_optuna()
+    opened = open_search(root, where, options)  # bad options and mismatched studies fail here, before any drawing
     view = LiveView(trials, err_console)
     with view.live:
-        outcome = run_search(root, where, options, view.events())
+        outcome = run_trials(opened, where, options, view.events())
     if outcome.interrupted:
         # A second Ctrl-C leaves at once; every trial write is already committed.
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))

@@ -102,31 +102,34 @@ class OpenedSearch:
 
 
 def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
-    """Create or load the study and check that it is the same search (data set, plugins, budget, scale)."""
+    """Create or load the study and check that it is the same search (data set, plugins, budget, scale).
+
+    Every option is validated before the storage is touched, so a bad command leaves nothing behind.
+    """
     registry = default_registry()
     device = select_device(options.device)
     steps = options.steps_per_trial or (CPU_STEPS if device.type == "cpu" else CUDA_STEPS)
     scale = "cpu" if device.type == "cpu" else "gpu"
+    pruner = make_pruner(options.pruner, steps)
+    make_sampler(options.sampler, options.seed)  # validates the name; the real one is seeded below
+    chosen = options.encoders or options.poolings or options.heads
+    requested = make_space(options.encoders, options.poolings, options.heads, registry)
     work = open_workspace(root, home, split_seed=options.seed)
     name = options.study or study_name_for(work.store.dataset.name)
     url = options.storage or default_storage(home, name)
     storage = open_storage(url, grace_period=options.grace_period)
-    existing = name in {s.study_name for s in optuna.study.get_all_study_summaries(storage)}
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(options.sampler, _sampler_seed(options.seed, storage, name)),
-                                pruner=make_pruner(options.pruner, steps))
-    if existing and "space" in study.user_attrs:
+                                pruner=pruner)
+    space = requested
+    if "space" in study.user_attrs:  # an existing study: its space, split and scale are fixed
         space = SearchSpace.from_json(study.user_attrs["space"])
         space.check_installed(registry)
-        requested = make_space(options.encoders, options.poolings, options.heads, registry)
-        if (options.encoders or options.poolings or options.heads) and requested != space:
+        if chosen and requested != space:
             check_frozen(study, {"space": requested.to_json()})
         work = open_workspace(root, home, split_record=study.user_attrs.get("split"))
-    else:
-        space = make_space(options.encoders, options.poolings, options.heads, registry)
+        scale = study.user_attrs.get("scale", scale)  # model ranges stay those the study began with
     info = work.dataset_info()
-    if "scale" in study.user_attrs:
-        scale = study.user_attrs["scale"]  # model ranges stay those the study began with, on any device
     check_frozen(study, {"dataset_fingerprint": info["fingerprint"], "space": space.to_json(),
                          "steps_per_trial": steps, "scale": scale})
     check_frozen(study, {"dataset": {k: info[k] for k in ("root", "name", "kind")},
@@ -143,8 +146,13 @@ def _sampler_seed(seed: int, storage: optuna.storages.BaseStorage, name: str) ->
 
 
 def run_search(root: Path, home: Path, options: SearchOptions, events: SearchEvents | None = None) -> SearchOutcome:
+    """Open (or resume) the study and run trials until it holds ``options.trials`` finished ones."""
+    return run_trials(open_search(root, home, options), home, options, events)
+
+
+def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events: SearchEvents | None = None
+               ) -> SearchOutcome:
     events = events or SearchEvents()
-    opened = open_search(root, home, options)
     study, work, space, steps = opened.study, opened.work, opened.space, opened.steps
     device = select_device(options.device)
     store = artifact_store(artifact_dir(home, study.study_name))

@@ -60,17 +60,17 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {}
-    if heartbeat:
-        # Beat at least three times per grace period, so a live but busy trial is never taken for dead.
-        interval = max(1, min(HEARTBEAT_INTERVAL, grace_period // 3))
-        kwargs = {"heartbeat_interval": interval, "grace_period": grace_period,
-                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
     try:
         if url.startswith("sqlite"):
             _listen_sqlite()
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            kwargs: dict[str, Any] = {}
+            if heartbeat:
+                # Beat at least three times per grace period, so a live but busy trial is never taken for dead.
+                interval = max(1, min(HEARTBEAT_INTERVAL, grace_period // 3))
+                kwargs = {"heartbeat_interval": interval, "grace_period": grace_period,
+                          "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
             return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
         raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from automel.plugin import using_search_scale
 from automel.runs import load_run
 from automel.score import score_submission
+from automel.search.artifacts import artifact_store, has_weights
 from automel.search.study import default_storage, open_storage
 from automel.train.loop import evaluate
 from automel.train.run import open_workspace
@@ -115,12 +116,14 @@ def test_search_on_small_synthetic_corpus(cli: CliRunner, tmp_path: Path, isolat
     best = isolated_home / names[0] / "best"
     assert score_submission(best / "output.csv", data / "answers.csv").accuracy > 1 / 6
     # only the best `keep` trials keep their weights
-    code, _, _ = run(cli, "search", "--data", data, "--trials", 5, "--steps-per-trial", 30, "--pruner", "none",
+    code, _, _ = run(cli, "search", "--data", data, "--trials", 5, "--steps-per-trial", 120, "--pruner", "none",
                      "--sampler", "random", "--keep", 2, *FAST)
     assert code == 0
-    weights = list((isolated_home / names[0] / "artifacts").iterdir())
-    configs = [p for p in weights if p.stat().st_size < 100_000]
-    assert len(weights) - len(configs) == 2
+    study = load(isolated_home, names[0])
+    store = artifact_store(isolated_home / names[0] / "artifacts")
+    kept = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if has_weights(store, t)]
+    best_two = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -(t.value or 0))[:2]
+    assert sorted(kept) == sorted(t.number for t in best_two)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -134,6 +137,7 @@ def test_search_bad_options(cli: CliRunner, hw4_sample: Path, isolated_home: Pat
     code, _, stderr = run(cli, "search", "--data", hw4_sample, "--trials", 1, "--steps-per-trial", 10, *args)
     assert code == 2 and message in stderr
     assert len(stderr.strip().splitlines()) == 1
+    assert not list(isolated_home.glob("*.db"))  # nothing written for a refused command
 
 
 def test_export_and_show_unknown_study(cli: CliRunner, isolated_home: Path) -> None:
