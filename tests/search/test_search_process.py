@@ -101,7 +101,18 @@ def test_dashboard_serves_the_study_on_loopback(hw4_sample: Path, isolated_home:
             except OSError:
                 time.sleep(0.5)
         assert body is not None, "dashboard did not answer"
-        assert [s["study_name"] for s in body["studies"]] == ["proc"]
+        assert [s["study_name"] for s in body["study_summaries"]] == ["proc"]
+        study_id = body["study_summaries"][0]["study_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}?after=0", timeout=10) as r:
+            detail = json.loads(r.read())
+        trial = detail["trials"][0]
+        names = sorted(a["filename"] for a in trial["artifacts"])
+        assert names == ["config.json", "model.safetensors"]
+        # the artifact store is attached: the weights download through the dashboard
+        artifact = next(a for a in trial["artifacts"] if a["filename"] == "model.safetensors")
+        url = f"http://127.0.0.1:{port}/artifacts/{study_id}/{trial['trial_id']}/{artifact['artifact_id']}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert len(r.read()) > 1000
     finally:
         server.terminate()
         server.wait(timeout=30)
