@@ -37,6 +37,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run directory [default: <home>/runs/<name>-<time>].")] = None,
     device: DeviceOption = "auto",
     seed: Annotated[int, typer.Option(help="Seed for initialisation, batches and the split.")] = 0,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (worth it for long GPU runs).")] = False,
     home: HomeOption = None,
 ) -> None:
     """Train one model and write a run directory (weights, config, metrics, output.csv)."""
@@ -48,7 +49,7 @@ def train(
     from automel.train.run import metrics_lines, open_workspace, test_submission, train_run
 
     params = _load_params(preset, config)
-    settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, device=device)
+    settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, device=device, compile=compile_model)
     torch_device = select_device(device)
     root = resolve_data(data, home)
     work = open_workspace(root, resolve_home(home), split_seed=seed)

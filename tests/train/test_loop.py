@@ -117,3 +117,17 @@ def test_store_moves_to_another_device(work: Workspace) -> None:
     moved = work.store.to("meta")
     assert moved.features.device.type == "meta" and moved.labels.device.type == "meta"
     assert moved.paths == work.store.paths
+
+
+def test_compile_option_compiles_the_training_forward(work: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[nn.Module] = []
+
+    def fake_compile(module: nn.Module) -> nn.Module:  # torch.compile itself takes a minute on CPU
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = MeanLinear(40, 10)
+    fit(model, work.store, work.split, TrainParams(), RunSettings(steps=4, valid_every=4, compile=True),
+        torch.device("cpu"))
+    assert compiled == [model]
