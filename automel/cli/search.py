@@ -40,7 +40,7 @@ def search(
     data: DataOption = None,
     study: StudyOption = None,
     storage: StorageOption = None,
-    steps_per_trial: Annotated[int | None, typer.Option(min=10, help="Training steps per trial [default: 300 on CPU, 2000 on GPU].")] = None,
+    steps_per_trial: Annotated[int | None, typer.Option(min=10, help="Training steps per trial [default: 200 on CPU, 2000 on GPU].")] = None,
     timeout: Annotated[float | None, typer.Option(min=1, help="Stop starting new trials after this many seconds.")] = None,
     sampler: Annotated[str, typer.Option(help="tpe | random | cmaes | gp")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median | hyperband | none")] = "median",

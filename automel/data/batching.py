@@ -37,9 +37,15 @@ def gather(store: FeatureStore, index: torch.Tensor, start: torch.Tensor, width:
     mask = steps.unsqueeze(0) < (length - start).unsqueeze(1)
     rows = store.offsets[index].unsqueeze(1) + start.unsqueeze(1) + steps.unsqueeze(0)
     rows = torch.where(mask, rows, store.offsets[index].unsqueeze(1))  # any valid row; overwritten below
-    x = store.features[rows].float()
-    x.masked_fill_(~mask.unsqueeze(-1), PAD_VALUE)
-    return Batch(x, mask, store.labels[index], index)
+    # index_select over flat rows is ~3x faster than advanced indexing on CPU.
+    x = store.features.index_select(0, rows.view(-1)).float()
+    if device.type == "cpu":
+        # Only the padded rows are written: usually a handful, so far cheaper than a full masked fill.
+        x.index_fill_(0, (~mask).view(-1).nonzero().squeeze(1), PAD_VALUE)
+    else:
+        # On a GPU a masked fill is cheap and, unlike nonzero(), never waits for the device.
+        x.masked_fill_(~mask.view(-1, 1), PAD_VALUE)
+    return Batch(x.view(len(index), width, -1), mask, store.labels[index], index)
 
 
 class RandomCrops:

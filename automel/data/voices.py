@@ -35,7 +35,9 @@ SESSION_TILT_DB = 1.5  # per-utterance std of the spectral tilt (vocal effort), 
 CHANNEL_TILT_DB_PER_OCT = 1.5  # std of the channel's overall spectral slope
 CHANNEL_PEAKS = 2  # peaking filters per channel
 CHANNEL_PEAK_DB = 6.0  # std of each peaking filter's gain
-SNR_DB = (5.0, 30.0)  # additive noise, uniform in dB
+SNR_DB = (5.0, 30.0)  # additive noise: SNR range (dB)...
+SNR_SKEW = 3.0  # ...drawn as hi - (hi - lo) * u**SNR_SKEW: 1 = uniform, larger = mostly clean recordings
+NOISE_COLOUR_DB = (-9.0, -3.0)  # noise spectral slope range, dB/octave (-3 pink, -6 brown)
 LEVEL_DBFS = (-35.0, -12.0)  # recording level (RMS), uniform in dB
 DURATION_S = (2.0, 4.0)  # utterance length, uniform
 
@@ -100,7 +102,7 @@ class Voice:
 
     tract: float  # formant scale: 1 = adult male reference, >1 = shorter vocal tract
     formant_idio: tuple[float, ...]  # per-formant factors (F1..F5) on top of ``tract``
-    accent: np.ndarray  # (len(INVENTORY), 3) per-phone factors on F1..F3
+    accent: tuple[tuple[float, ...], ...]  # per phone of INVENTORY: factors on its F1..F3
     bandwidth: float  # formant bandwidth scale (wider: softer, breathier-sounding resonances)
     f0: float  # mean pitch (Hz)
     intonation_st: float  # pitch movement within an utterance (std, semitones)
@@ -126,7 +128,7 @@ def sample_voice(rng: np.random.Generator) -> Voice:
     return Voice(
         tract=tract,
         formant_idio=tuple(np.exp(rng.normal(0, FORMANT_IDIOSYNCRASY * SPEAKER_SPREAD, 5)).tolist()),
-        accent=np.exp(rng.normal(0, ACCENT * SPEAKER_SPREAD, (len(INVENTORY), 3))),
+        accent=tuple(map(tuple, np.exp(rng.normal(0, ACCENT * SPEAKER_SPREAD, (len(INVENTORY), 3))).tolist())),
         bandwidth=_spread(rng, 0.75, 1.6),
         f0=f0,
         intonation_st=_spread(rng, 1.2, 4.5),
@@ -169,7 +171,7 @@ def _segments(seq: list[tuple[int, float]], voice: Voice) -> np.ndarray:
             rows.append([dur, 0, 0, 0, 500, 1500, 2500, 4000, 4000, oral_pole, oral_pole])
             continue
         p = INVENTORY[idx]
-        f = np.asarray(p.formants) * voice.accent[idx]
+        f = np.multiply(p.formants, voice.accent[idx])
         band = [min(p.band[0] * voice.tract, 7000.0), p.band[1]]
         if p.nasal_zero:
             nasal = [270.0 * voice.tract, p.nasal_zero * voice.tract]
@@ -218,7 +220,7 @@ class Channel:
     highpass_hz: float
     lowpass_hz: float  # 0: full band
     snr_db: float
-    noise_colour_db: float  # noise slope, dB/octave: 0 white ... -6 brown
+    noise_colour_db: float  # noise slope, dB/octave: 0 white, -3 pink, -6 brown
     level_dbfs: float
 
     def eq(self, freqs: np.ndarray) -> np.ndarray:
@@ -246,8 +248,8 @@ def sample_channel(rng: np.random.Generator) -> Channel:
         peaks=peaks,
         highpass_hz=float(np.exp(rng.uniform(np.log(20), np.log(250)))),
         lowpass_hz=float(rng.uniform(3400, 7500)) if rng.random() < 0.3 else 0.0,
-        snr_db=float(rng.uniform(*SNR_DB)),
-        noise_colour_db=float(rng.uniform(-6, 0)),
+        snr_db=float(SNR_DB[1] - (SNR_DB[1] - SNR_DB[0]) * rng.random() ** SNR_SKEW),
+        noise_colour_db=float(rng.uniform(*NOISE_COLOUR_DB)),
         level_dbfs=float(rng.uniform(*LEVEL_DBFS)),
     )
 
@@ -258,7 +260,9 @@ def utterance(voice: Voice, rng: np.random.Generator) -> np.ndarray:
     speech, active = _speak(voice, channel.eq(FREQS), rng)
     # Background noise at the channel's SNR (relative to the active speech), in its own colour.
     n, nfft = speech.size, _fast_len(speech.size)
-    octaves = np.log2(np.maximum(np.fft.rfftfreq(nfft, 1 / SR), 1.0) / 1000)
+    # The slope flattens below 100 Hz: a steep slope continued to DC would put most of the noise power
+    # under the front end's lowest band, making the nominal SNR meaningless.
+    octaves = np.log2(np.maximum(np.fft.rfftfreq(nfft, 1 / SR), 100.0) / 1000)
     noise = np.fft.irfft(_white_spectrum(rng, nfft) * 10 ** (channel.noise_colour_db * octaves / 20), nfft)[:n]
     speech_power = np.mean(speech[active] ** 2) if active.any() else np.mean(speech**2)
     noise *= np.sqrt(speech_power / (np.mean(noise**2) + 1e-20) / 10 ** (channel.snr_db / 10))

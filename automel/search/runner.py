@@ -36,8 +36,9 @@ from automel.train.device import release_memory, select_device
 from automel.train.run import Workspace, open_workspace, train_run
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-CPU_STEPS, CUDA_STEPS = 300, 2000
+CPU_STEPS, CUDA_STEPS = 200, 2000
 MAX_CONSECUTIVE_FAILURES = 5
+VALIDATIONS = 4  # per trial: each is a pruning checkpoint; more of them cost validation time
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
         seed = options.seed * 100_003 + trial.number
         trial.set_user_attr("seed", seed)
         events.on_trial_start(trial.number, params)
-        settings = RunSettings(steps=steps, valid_every=max(1, steps // 6), seed=seed, device=options.device)
+        settings = RunSettings(steps=steps, valid_every=max(1, steps // VALIDATIONS), seed=seed, device=options.device)
         try:
             model, result, record = train_run(params, work, settings, device, [_pruning(trial)], events.on_progress)
         except KeyboardInterrupt:
