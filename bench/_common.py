@@ -13,6 +13,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BENCH_HOME = Path(os.environ.get("AUTOMEL_BENCH_HOME", "/tmp/automel-bench"))
+if os.environ.get("AUTOMEL_BENCH_THREADS"):
+    # One thread per process keeps side-by-side comparisons fair when other work shares the two cores.
+    torch.set_num_threads(int(os.environ["AUTOMEL_BENCH_THREADS"]))
 
 
 def machine() -> str:
