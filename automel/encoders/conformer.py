@@ -43,7 +43,7 @@ D_MODEL_CHOICES = (64, 96, 128, 144, 192)
 NHEAD_CHOICES = (1, 2, 4)
 KERNEL_CHOICES = (7, 15, 31)
 # A CPU-scale search keeps Conformers small: at d_model 144 x 3 layers one 32x128 step takes ~1 s on a core.
-CPU_D_MODEL_CHOICES = (64, 96, 128)
+CPU_D_MODEL_CHOICES = (64, 96)
 CPU_KERNEL_CHOICES = (7, 15)
 
 
@@ -203,7 +203,7 @@ class Conformer(EncoderPlugin):
         return ConformerConfig(
             d_model=trial.suggest_categorical(cls.param("d_model"), by_scale(CPU_D_MODEL_CHOICES, D_MODEL_CHOICES)),
             nhead=trial.suggest_categorical(cls.param("nhead"), NHEAD_CHOICES),
-            dim_feedforward=trial.suggest_int(cls.param("dim_feedforward"), 128, by_scale(512, 1024), log=True),
+            dim_feedforward=trial.suggest_int(cls.param("dim_feedforward"), 128, by_scale(384, 1024), log=True),
             kernel_size=trial.suggest_categorical(cls.param("kernel_size"), by_scale(CPU_KERNEL_CHOICES, KERNEL_CHOICES)),
             num_layers=trial.suggest_int(cls.param("num_layers"), 1, by_scale(2, 4)),
             dropout=trial.suggest_float(cls.param("dropout"), 0.0, 0.3),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,11 @@ class Workspace:
 
     store: FeatureStore
     split: Split
+
+    @functools.cached_property
+    def train_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-mel mean and std of the training split, computed once for all the trials of a search."""
+        return self.store.feature_stats(self.split.train)
 
     def dataset_info(self) -> dict[str, Any]:
         ds = self.store.dataset
@@ -65,7 +71,7 @@ def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings,
     torch.manual_seed(settings.seed)  # the initial weights are part of what the seed reproduces
     model = build_model(full, store.n_mels, store.num_classes)
     if train_params.normalize == "global" and isinstance(model.norm, FeatureNorm):
-        model.norm.set_stats(*work.store.feature_stats(work.split.train))
+        model.norm.set_stats(*work.train_stats)
     result = fit(model, store, work.split, train_params, settings, device, callbacks, on_progress)
     model.load_state_dict(result.best_state)
     record = RunRecord(
