@@ -10,10 +10,11 @@ generate it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def _tune_worker_allocator() -> None:
         pass
 
 
-def _per_speaker(spec: SynthSpec, jobs: int) -> Iterator[list[np.ndarray]]:
+def _per_speaker(spec: SynthSpec, jobs: int) -> Generator[list[np.ndarray], None, None]:
     """Each speaker's features, in speaker order, computed by ``jobs`` processes (in-process for 1)."""
     if jobs <= 1:
         for speaker in range(spec.speakers):
@@ -106,10 +107,14 @@ def _per_speaker(spec: SynthSpec, jobs: int) -> Iterator[list[np.ndarray]]:
     import multiprocessing
 
     # spawn, not fork: the parent may hold torch's thread pools, which a forked child must not inherit.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_tune_worker_allocator) as pool:
-        n = spec.speakers
-        yield from pool.map(synthesise_speaker, [spec.seed] * n, range(n), [spec.utterances] * n)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_tune_worker_allocator)
+    try:
+        futures = [pool.submit(synthesise_speaker, spec.seed, s, spec.utterances) for s in range(spec.speakers)]
+        for future in futures:
+            yield future.result()
+    finally:  # on an error (or Ctrl-C) in the consumer, drop the queued speakers instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def generate_corpus(
@@ -133,8 +138,8 @@ def generate_corpus(
     if on_progress is not None:
         on_progress(0, total)
     workers = max(1, min(jobs or os.cpu_count() or 1, spec.speakers))
-    with writer:
-        for speaker, features in enumerate(_per_speaker(spec, workers)):
+    with writer, contextlib.closing(_per_speaker(spec, workers)) as per_speaker:
+        for speaker, features in enumerate(per_speaker):
             name = speaker_name(speaker)
             for index, feats in enumerate(features):
                 key = utterance_key(speaker, index)

@@ -40,8 +40,8 @@ SESSION_TILT_DB = 1.5  # per-utterance std of the spectral tilt (vocal effort), 
 CHANNEL_TILT_DB_PER_OCT = 1.5  # std of the channel's overall spectral slope
 CHANNEL_PEAKS = 2  # peaking filters per channel
 CHANNEL_PEAK_DB = 6.0  # std of each peaking filter's gain
-SNR_DB = (25.0, 40.0)  # additive noise: SNR range (dB)...
-SNR_SKEW = 1.0  # ...drawn as hi - (hi - lo) * u**SNR_SKEW: 1 = uniform, larger = mostly clean recordings
+SNR_DB = (15.0, 35.0)  # additive noise: SNR range (dB)...
+SNR_SKEW = 2.0  # ...drawn as hi - (hi - lo) * u**SNR_SKEW: 1 = uniform, larger = mostly clean recordings
 NOISE_COLOUR_DB = (-9.0, -3.0)  # noise spectral slope range, dB/octave (-3 pink, -6 brown)
 LEVEL_DBFS = (-26.0, -20.0)  # recording level (RMS), uniform in dB
 DURATION_S = (2.0, 4.0)  # utterance length, uniform
