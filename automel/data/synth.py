@@ -14,6 +14,9 @@ import contextlib
 import json
 import os
 import shutil
+import sys
+import threading
+import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -25,7 +28,7 @@ from automel.data.frontend import FbankParams, compute_fbank
 from automel.data.layout import METADATA, DatasetWriter, choose_test_keys, read_dataset
 from automel.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 1  # bump when the generator's output changes, so cached default corpora regenerate
+GENERATOR_VERSION = 3  # bump when the generator's output changes, so cached default corpora regenerate
 _VOICE_STREAM, _UTTERANCE_STREAM = 1, 2  # keep the voice and utterance random streams apart
 
 
@@ -77,15 +80,28 @@ def synthesise_speaker(seed: int, speaker: int, utterances: int) -> list[np.ndar
     return result
 
 
-def _tune_worker_allocator() -> None:
-    """Keep freed memory in our worker processes instead of handing it back to the OS.
+def _init_worker(parent: int) -> None:
+    """Prepare a worker process: exit with the parent, and tune the allocator."""
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _tune_allocator()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A killed parent (SIGTERM, SIGKILL) leaves spawn workers blocked on a queue that never closes,
+    # because each worker holds its write end too: without this they would linger forever.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _tune_allocator() -> None:
+    """Keep freed memory in a worker process instead of handing it back to the OS.
 
     Synthesis allocates many short-lived arrays of a few MB; with glibc's defaults each is mmapped (or the
     heap trimmed) and page-faulted in afresh, which costs about a third of the run in kernel time. Only
     the workers, which exit when the corpus is done, are tuned; elsewhere this does nothing.
     """
     import ctypes
-    import sys
 
     if not sys.platform.startswith("linux"):
         return
@@ -108,7 +124,7 @@ def _per_speaker(spec: SynthSpec, jobs: int) -> Generator[list[np.ndarray], None
 
     # spawn, not fork: the parent may hold torch's thread pools, which a forked child must not inherit.
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_tune_worker_allocator)
+                               initializer=_init_worker, initargs=(os.getpid(),))
     try:
         futures = [pool.submit(synthesise_speaker, spec.seed, s, spec.utterances) for s in range(spec.speakers)]
         for future in futures:

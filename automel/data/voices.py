@@ -23,16 +23,18 @@ from automel.data.frontend import SAMPLE_RATE
 
 # --- Difficulty knobs ---------------------------------------------------------------------------------
 # Calibrated with ``bench/synth_difficulty.py`` on the default corpus (64 speakers x 40 utterances,
-# seed 0): logistic regression on per-utterance mean+std log-mel must stay below 70% test accuracy (so a
-# long-term-spectrum baseline does not solve it) while HW4's Simple transformer reaches 40-80% in 2,000
-# steps (so the voices are learnable and better models have room to show). What calibration found:
-# - Speaker spread moves both scores together; at natural ranges (1.0) logistic regression nears 78%.
-# - Channel EQ costs logistic regression and the Simple model alike (peak +-6 dB std, tilt 1.5 dB/oct).
-# - Noise and recording level hurt the un-normalised Simple model far more than logistic regression,
-#   whose per-bin std features are gain- and EQ-invariant: SNR 5-30 dB or an 18 dB level range drop it
-#   to 25-32% while logistic regression stays near 55%. So recordings are mostly clean and levelled,
-#   which is also what curated corpora (HW4's VoxCeleb subset) look like.
-SPEAKER_SPREAD = 0.7  # scales every speaker parameter's (log) range around its centre; 1 = natural ranges
+# seed 0): logistic regression on per-utterance mean+std log-mel must stay below 70% test accuracy (a
+# long-term-spectrum baseline must not solve it) while HW4's Simple transformer reaches 40-80% in 2,000
+# steps (the voices are learnable, and better models have room to show). Result: 58% and 49-62% (three
+# training seeds). What calibration found:
+# - Speaker spread moves both scores together: 0.7 gives 49% / 30-40%, 1.0 gives 70% / 55-67%.
+# - Noise costs both; SNR mostly near the clean end of 5-30 dB keeps the Simple model learnable.
+# - The recording level matters most to the un-normalised Simple model: at -26..-20 dBFS the log-mel
+#   offset (~15, as in HW4) often leaves it on a chance-level plateau for hundreds of steps (35-62%
+#   across seeds); 15 dB quieter it trains reliably. A wide level range (18 dB) costs it ~20 points.
+# - Channel EQ hides the long-term spectrum from logistic regression (whose per-bin std features are
+#   gain- and EQ-invariant anyway), so it keeps a real channel but is not the main lever.
+SPEAKER_SPREAD = 0.85  # scales every speaker parameter's (log) range around its centre; 1 = natural ranges
 FORMANT_IDIOSYNCRASY = 0.05  # per-speaker log-std of each formant beyond vocal-tract-length scaling
 ACCENT = 0.04  # per-speaker, per-phone log-std of the formant targets ("accent")
 SESSION_F0_ST = 1.0  # per-utterance std of the speaker's mean pitch (semitones)
@@ -40,10 +42,11 @@ SESSION_TILT_DB = 1.5  # per-utterance std of the spectral tilt (vocal effort), 
 CHANNEL_TILT_DB_PER_OCT = 1.5  # std of the channel's overall spectral slope
 CHANNEL_PEAKS = 2  # peaking filters per channel
 CHANNEL_PEAK_DB = 6.0  # std of each peaking filter's gain
-SNR_DB = (15.0, 35.0)  # additive noise: SNR range (dB)...
+BANDLIMIT_PROB = 0.3  # share of band-limited (telephone-like, 3.4-7.5 kHz low-pass) channels
+SNR_DB = (5.0, 30.0)  # additive noise: SNR range (dB)...
 SNR_SKEW = 2.0  # ...drawn as hi - (hi - lo) * u**SNR_SKEW: 1 = uniform, larger = mostly clean recordings
 NOISE_COLOUR_DB = (-9.0, -3.0)  # noise spectral slope range, dB/octave (-3 pink, -6 brown)
-LEVEL_DBFS = (-26.0, -20.0)  # recording level (RMS), uniform in dB
+LEVEL_DBFS = (-41.0, -35.0)  # recording level (RMS), uniform in dB
 DURATION_S = (2.0, 4.0)  # utterance length, uniform
 
 SR = SAMPLE_RATE
@@ -252,7 +255,7 @@ def sample_channel(rng: np.random.Generator) -> Channel:
         tilt_db=float(rng.normal(0, CHANNEL_TILT_DB_PER_OCT)),
         peaks=peaks,
         highpass_hz=float(np.exp(rng.uniform(np.log(20), np.log(250)))),
-        lowpass_hz=float(rng.uniform(3400, 7500)) if rng.random() < 0.3 else 0.0,
+        lowpass_hz=float(rng.uniform(3400, 7500)) if rng.random() < BANDLIMIT_PROB else 0.0,
         snr_db=float(SNR_DB[1] - (SNR_DB[1] - SNR_DB[0]) * rng.random() ** SNR_SKEW),
         noise_colour_db=float(rng.uniform(*NOISE_COLOUR_DB)),
         level_dbfs=float(rng.uniform(*LEVEL_DBFS)),

@@ -8,6 +8,7 @@ different plugin set or another data set is a clear error rather than a silent n
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,14 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
                 interval = max(1, min(HEARTBEAT_INTERVAL, grace_period // 3))
                 kwargs = {"heartbeat_interval": interval, "grace_period": grace_period,
                           "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            try:
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            except Exception as exc:
+                if "already exists" not in str(exc):
+                    raise
+                # Another process created the tables at the same moment: they are there now.
+                time.sleep(0.5)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
         raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
 

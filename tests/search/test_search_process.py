@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,16 +32,26 @@ def load(home: Path) -> optuna.Study:
     return optuna.load_study(study_name="proc", storage=open_storage(default_storage(home, "proc"), heartbeat=False))
 
 
+def running_with_a_report(db: Path) -> bool:
+    """Read-only look (plain sqlite3, no table creation) for a RUNNING trial with a reported value."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM trials t JOIN trial_intermediate_values v "
+                               "ON v.trial_id = t.trial_id WHERE t.state = 'RUNNING'").fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(row and row[0])
+
+
 def wait_for_running(home: Path, proc: subprocess.Popen[str], timeout: float = 120) -> optuna.trial.FrozenTrial:
     """Wait until a trial is RUNNING and has reported at least one validation step."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
-        if (home / "proc.db").exists():
-            try:
-                running = load(home).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            except (KeyError, Exception):
-                running = []
+        if running_with_a_report(home / "proc.db"):
+            running = load(home).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if running and running[0].intermediate_values:
                 return running[0]
         time.sleep(0.3)
