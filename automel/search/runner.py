@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from automel.data.split import Split
 from automel.errors import StudyError
 from automel.plugin import using_search_scale
 from automel.registry import default_registry
@@ -128,7 +129,9 @@ def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
         space.check_installed(registry)
         if chosen and requested != space:
             check_frozen(study, {"space": requested.to_json()})
-        work = open_workspace(root, home, split_record=study.user_attrs.get("split"))
+        if "split" in study.user_attrs:  # the same store, with the split the study recorded
+            work = Workspace(work.store, Split.from_json(study.user_attrs["split"], work.store.paths,
+                                                         work.store.labels.numpy()))
         scale = study.user_attrs.get("scale", scale)  # model ranges stay those the study began with
     info = work.dataset_info()
     check_frozen(study, {"dataset_fingerprint": info["fingerprint"], "space": space.to_json(),
