@@ -4,7 +4,9 @@ Built-ins are listed below by import path; external plugins come from the entry-
 ``automel.encoders``, ``automel.poolings`` and ``automel.heads`` of installed distributions. Both go
 through :meth:`Registry.register`, so a duplicate name is an error naming both distributions, and a
 plugin that fails to load is recorded once (name, distribution, error) and skipped while the rest
-works. ``AUTOMEL_DISABLE_PLUGIN_AUTOLOAD=1`` turns external loading off (as pytest's switch does).
+works. A name claimed by two external distributions loads from neither: which one won would depend on
+the order of ``sys.path``, so a study could silently change models between machines.
+``AUTOMEL_DISABLE_PLUGIN_AUTOLOAD=1`` turns external loading off (as pytest's switch does).
 """
 
 from __future__ import annotations
@@ -56,9 +58,12 @@ class LoadFailure:
     name: str
     distribution: str
     error: str
+    version: str = ""
 
     def describe(self) -> str:
-        return f"{self.kind} plugin '{self.name}' from {self.distribution} failed to load: {self.error}"
+        """One line naming the plugin, its distribution (and version) and what went wrong."""
+        source = f"{self.distribution} {self.version}" if self.version else self.distribution
+        return f"{self.kind} plugin '{self.name}' from {source} failed to load: {self.error}"
 
 
 class Registry:
@@ -80,11 +85,24 @@ class Registry:
         self._entries[kind][plugin.name] = Entry(plugin, distribution, version)
 
     def get(self, kind: Kind, name: str) -> type[Plugin]:
+        """The plugin class; an unknown name is an error saying why (failed to load, or not installed)."""
         try:
             return self._entries[kind][name].plugin
         except KeyError:
-            known = ", ".join(self.names(kind)) or "none"
-            raise PluginError(f"unknown {kind} '{name}' (installed: {known})") from None
+            raise PluginError(self.why_missing(kind, name)) from None
+
+    def why_missing(self, kind: Kind, name: str) -> str:
+        """Why ``name`` is not available: its load failure if it has one, else what is installed."""
+        failure = self.failure(kind, name)
+        if failure is not None:
+            return failure.describe()
+        known = ", ".join(self.names(kind)) or "none"
+        return (f"unknown {kind} '{name}' (installed: {known}); install the package that provides it "
+                "(`automel plugins` lists what is installed)")
+
+    def failure(self, kind: Kind, name: str) -> LoadFailure | None:
+        """The recorded load failure of plugin ``name``, if any."""
+        return next((f for f in self.failures if f.kind == kind and f.name == name), None)
 
     def entry(self, kind: Kind, name: str) -> Entry:
         self.get(kind, name)
@@ -107,36 +125,84 @@ class Registry:
     def load_entry_points(self) -> None:
         """Load every external plugin; record failures (import errors, bad classes, clashes) and go on."""
         for kind, group in GROUPS.items():
+            loaded: list[tuple[type[Plugin], str, str]] = []
             for ep in entry_points(group=group):
                 dist = ep.dist.name if ep.dist is not None else "unknown distribution"
                 if dist == BUILTIN_DIST:
                     continue
-                self._load_one(kind, ep, dist, ep.dist.version if ep.dist is not None else "")
+                version = ep.dist.version if ep.dist is not None else ""
+                plugin = self._load_one(kind, ep, dist, version)
+                if plugin is not None:
+                    loaded.append((plugin, dist, version))
+            self._register_loaded(kind, loaded)
 
-    def _load_one(self, kind: Kind, ep: EntryPoint, dist: str, version: str) -> None:
+    def _load_one(self, kind: Kind, ep: EntryPoint, dist: str, version: str) -> type[Plugin] | None:
+        """Import and validate one entry point; on failure record it and return None."""
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin must not take automel down with it
-            self.failures.append(LoadFailure(kind, ep.name, dist, f"{type(exc).__name__}: {exc}"))
-            return
+            self.failures.append(LoadFailure(kind, ep.name, dist, f"{type(exc).__name__}: {exc}", version))
+            return None
         try:
-            self.register(plugin, dist, version)
+            if _validate(plugin, None) != kind:
+                raise PluginError(f"{plugin.__name__} is a {plugin.kind} plugin, declared in the "
+                                  f"'{GROUPS[kind]}' entry-point group; declare it in '{GROUPS[plugin.kind]}'")
         except PluginError as exc:
-            self.failures.append(LoadFailure(kind, ep.name, dist, str(exc)))
+            self.failures.append(LoadFailure(kind, ep.name, dist, str(exc), version))
+            return None
+        return plugin
+
+    def _register_loaded(self, kind: Kind, loaded: list[tuple[type[Plugin], str, str]]) -> None:
+        """Register valid external plugins of one kind; a name two distributions claim loads from neither."""
+        claims: dict[str, list[str]] = {}
+        for plugin, dist, _ in loaded:
+            claims.setdefault(plugin.name, []).append(dist)
+        for name, dists in claims.items():
+            if len(set(dists)) > 1:
+                both = " and ".join(sorted(set(dists)))
+                self.failures.append(LoadFailure(kind, name, both, "both register this name, so neither is "
+                                                 "loaded; uninstall one of them"))
+        for plugin, dist, version in loaded:
+            taken = self._entries[kind].get(plugin.name)
+            if len(set(claims[plugin.name])) > 1:
+                continue
+            if taken is not None and taken.distribution == BUILTIN_DIST:
+                # A built-in cannot be uninstalled: the plugin has to change its name.
+                self.failures.append(LoadFailure(kind, plugin.name, dist, f"the name is taken by automel's "
+                                                 f"built-in {kind}; rename the plugin", version))
+                continue
+            try:
+                self.register(plugin, dist, version)
+            except PluginError as exc:
+                self.failures.append(LoadFailure(kind, plugin.name, dist, str(exc), version))
 
 
-def _validate(plugin: Any, distribution: str) -> Kind:
+def _validate(plugin: Any, distribution: str | None) -> Kind:
+    """The plugin's kind; raise :class:`PluginError` if it is not a complete plugin class.
+
+    ``distribution`` is named in the message unless None (a load failure names it already).
+    """
+    source = f" from {distribution}" if distribution else ""
     if not (isinstance(plugin, type) and issubclass(plugin, Plugin)):
-        raise PluginError(f"{plugin!r} from {distribution} is not an automel plugin class")
+        raise PluginError(f"{_what(plugin)}{source} is not an automel plugin class "
+                          "(subclass EncoderPlugin, PoolingPlugin or HeadPlugin from automel.plugin)")
     kind = getattr(plugin, "kind", None)
     if kind not in KINDS or not issubclass(plugin, BASES[kind]):
-        raise PluginError(f"{plugin.__name__} from {distribution} does not subclass an automel plugin base")
+        raise PluginError(f"{plugin.__name__}{source} does not subclass an automel plugin base")
     if not isinstance(getattr(plugin, "name", None), str) or not plugin.name:
-        raise PluginError(f"{plugin.__name__} from {distribution} has no name")
+        raise PluginError(f"{plugin.__name__}{source} has no name")
     if getattr(plugin, "__abstractmethods__", None):
         missing = ", ".join(sorted(plugin.__abstractmethods__))
-        raise PluginError(f"{kind} plugin '{plugin.name}' from {distribution} does not implement {missing}")
+        raise PluginError(f"{kind} plugin '{plugin.name}'{source} does not implement {missing}")
     return kind
+
+
+def _what(obj: Any) -> str:
+    """A short, address-free description of an object (``repr`` of a function shows its memory address)."""
+    if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
+        kind = "class" if isinstance(obj, type) else "function"
+        return f"{kind} {getattr(obj, '__module__', '?')}.{obj.__qualname__}"
+    return f"{type(obj).__name__} {obj!r}"[:80]
 
 
 @functools.cache

@@ -63,8 +63,11 @@ def versions() -> dict[str, str]:
 
 
 def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metrics: Iterable[Mapping[str, Any]],
-                  submission: list[tuple[str, str]] | None, card: str | None = None, replace: bool = False) -> Path:
-    """Write a complete run directory atomically; refuse to overwrite an existing one unless ``replace``."""
+                  submission: list[tuple[str, str]] | None, card: str | None = None, replace: bool = False,
+                  extra: Mapping[str, str] | None = None) -> Path:
+    """Write a complete run directory atomically; refuse to overwrite an existing one unless ``replace``.
+
+    ``extra`` maps further file names to their text (e.g. an export's ``export.json``)."""
     from safetensors.torch import save_file
 
     out = Path(out).resolve()
@@ -81,6 +84,8 @@ def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metric
             write_submission_rows(tmp / SUBMISSION, submission)
         if card is not None:
             (tmp / CARD).write_text(card, encoding="utf-8")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -9,11 +9,16 @@ runs in well under a second with small dimensions and a fixed seed (without movi
 global RNG), and raises ``AssertionError`` saying what broke. Shapes follow :mod:`automel.plugin`:
 encoders and poolings get ``x (B, T, in_dim)`` and ``mask (B, T)`` (True = real frame); heads get
 ``embedding (B, in_dim)`` and ``labels (B,)``. Padded input frames hold large random values, so a
-plugin that lets padding leak into real frames fails the masking check loudly.
+plugin that lets padding leak into real frames fails the masking check loudly: in eval mode (each
+utterance alone against it in a padded batch) and in train mode with dropout off (one batch padded to
+two lengths: real outputs and buffers such as BatchNorm running statistics must not move).
+:mod:`automel.layers` has the masked building blocks that pass both (``masked_fill_padding``,
+``masked_mean``, ``MaskedBatchNorm1d``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,12 +32,14 @@ from torch import Tensor, nn
 from automel.plugin import Plugin, set_head_progress
 
 __all__ = [
+    "check_eval_masking",
     "check_gradients",
     "check_masking_invariance",
     "check_plugin",
     "check_shapes",
     "check_state_dict_roundtrip",
     "check_suggest_roundtrip",
+    "check_train_masking",
     "sample_configs",
 ]
 
@@ -42,6 +49,8 @@ LENGTHS = (9, 5, 13, 7)  # ragged on purpose: every utterance but the longest is
 PAD_SCALE = 100.0  # padded frames hold noise this large: leaks cannot hide in rounding
 TOLERANCE = 1e-5
 SEED = 0
+EXTRA_PADDING = 6  # the train-mode check pads the same batch to max(LENGTHS) and this many more frames
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 @dataclasses.dataclass
@@ -142,7 +151,7 @@ def check_shapes(
                 assert torch.isfinite(real).all(), f"{_label(plugin)} returned non-finite values in {mode}"
 
 
-def check_masking_invariance(
+def check_eval_masking(
     plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None, num_classes: int = NUM_CLASSES
 ) -> None:
     """Eval mode: each utterance alone equals the same utterance padded in a batch, to 1e-5.
@@ -175,9 +184,95 @@ def check_masking_invariance(
                         why = "padding or other utterances leak into it"
                     diff = (got - want).abs().max().item()
                     assert torch.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE), (
-                        f"{_label(plugin)}: {what} differs from it alone by up to {diff:.3g} "
+                        f"{_label(plugin)}: {what} differs from it alone in eval mode by up to {diff:.3g} "
                         f"(> {TOLERANCE}); {why}"
                     )
+
+
+def _without_dropout(module: nn.Module) -> nn.Module:
+    """``module`` with p = 0 in every dropout module and in ``nn.MultiheadAttention``; nothing else changes.
+
+    Train mode stays on (BatchNorm keeps using batch statistics): only the randomness goes, which
+    would otherwise differ between two inputs of different lengths.
+    """
+    for sub in module.modules():
+        if isinstance(sub, DROPOUTS):
+            sub.p = 0.0
+        elif isinstance(sub, nn.MultiheadAttention):
+            sub.dropout = 0.0
+    return module
+
+
+def _repadded(dim: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The same real frames (``LENGTHS``) as two ``(x, mask)`` batches: padded to ``max(LENGTHS)`` and
+    to ``EXTRA_PADDING`` more frames, each with its own large noise in the padding."""
+    t = max(LENGTHS)
+    real = torch.randn(len(LENGTHS), t, dim)
+    batches = []
+    for frames in (t, t + EXTRA_PADDING):
+        mask = torch.arange(frames).unsqueeze(0) < torch.tensor(LENGTHS).unsqueeze(1)
+        x = F.pad(real, (0, 0, 0, frames - t))
+        batches.append((torch.where(mask.unsqueeze(-1), x, PAD_SCALE * torch.randn_like(x)), mask))
+    return batches[0], batches[1]
+
+
+def check_train_masking(
+    plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None, num_classes: int = NUM_CLASSES
+) -> None:
+    """Train mode, dropout off: padding changes neither real outputs nor buffers (running statistics).
+
+    Training normalises with batch statistics, so an utterance alone is not the reference here: the
+    same batch is padded to two lengths (with different noise) and fed to two copies of the module.
+    Real frames' outputs (encoders) or pooled vectors (poolings) must agree to 1e-5, and so must every
+    buffer afterwards. A plain ``nn.BatchNorm1d`` over padded frames fails this; use
+    :class:`automel.layers.MaskedBatchNorm1d`. Dropout must live in ``nn.Dropout*`` modules (or
+    ``nn.MultiheadAttention``) so that it can be switched off. Heads (no mask) are not checked.
+    """
+    if plugin.kind == "head":
+        return
+    dim = _in_dim(plugin, in_dim)
+    mode = "in train mode (dropout off)"
+    with _seeded():
+        module = _without_dropout(_build(plugin, config, dim, num_classes).train())
+        (x1, mask1), (x2, mask2) = _repadded(dim)
+        copies = [copy.deepcopy(module) for _ in range(3)]
+        outs = []
+        with torch.no_grad():
+            # The first batch twice (different seeds: is train mode deterministic?), then the second.
+            for i, (x, mask) in enumerate(((x1, mask1), (x1, mask1), (x2, mask2))):
+                torch.manual_seed(SEED + 1 + i)
+                outs.append(_run(plugin, copies[i], x, mask, None))
+    again = (outs[0] - outs[1]).abs().max().item()
+    assert torch.allclose(outs[0], outs[1], atol=TOLERANCE, rtol=TOLERANCE), (
+        f"{_label(plugin)}: two forwards of one batch differ by up to {again:.3g} {mode}, so padding "
+        "cannot be checked in train mode; is there randomness besides nn.Dropout* modules "
+        "(F.dropout cannot be switched off from outside)?"
+    )
+    first, second = outs[0], outs[2]
+    if plugin.kind == "encoder":
+        first, second = first[mask1], second[mask2]
+    what = f"the same batch padded to {mask2.shape[1]} frames instead of {mask1.shape[1]}"
+    diff = (first - second).abs().max().item()
+    assert torch.allclose(first, second, atol=TOLERANCE, rtol=TOLERANCE), (
+        f"{_label(plugin)}: {mode}, {what} changes the real outputs by up to {diff:.3g} (> {TOLERANCE}); "
+        "padding leaks into real frames (a BatchNorm whose batch statistics count padded frames? "
+        "use automel.layers.MaskedBatchNorm1d)"
+    )
+    for (name, a), (_, b) in zip(copies[0].named_buffers(), copies[2].named_buffers(), strict=True):
+        a, b = a.double(), b.double()  # integer counters too (num_batches_tracked)
+        assert torch.allclose(a, b, atol=TOLERANCE, rtol=TOLERANCE), (
+            f"{_label(plugin)}: {mode}, {what} changes buffer '{name}' by up to "
+            f"{(a - b).abs().max().item():.3g}; padded frames leak into this running "
+            "statistic (use automel.layers.MaskedBatchNorm1d)"
+        )
+
+
+def check_masking_invariance(
+    plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None, num_classes: int = NUM_CLASSES
+) -> None:
+    """Padding never reaches real frames: :func:`check_eval_masking`, then :func:`check_train_masking`."""
+    check_eval_masking(plugin, config, in_dim=in_dim, num_classes=num_classes)
+    check_train_masking(plugin, config, in_dim=in_dim, num_classes=num_classes)
 
 
 def check_gradients(

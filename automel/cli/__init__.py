@@ -9,7 +9,9 @@ import typer
 
 from automel.cli import data as data_cli
 from automel.cli import models as models_cli
+from automel.cli import plugins as plugins_cli
 from automel.cli import search as search_cli
+from automel.cli import workers as workers_cli
 
 app = typer.Typer(
     name="automel",
@@ -21,6 +23,8 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 models_cli.register(app)
 search_cli.register(app)
+plugins_cli.register(app)
+workers_cli.register(app)
 
 
 def main() -> None:

@@ -51,18 +51,20 @@ class LiveView:
     def _render(self) -> Group:
         return Group(self.trials_bar, self.trial_bar, self.board)
 
-    def _refresh_study(self, study: optuna.Study) -> None:
+    def refresh(self, study: optuna.Study) -> None:
+        """Redraw the counts and the leaderboard from the study (what other workers did shows too)."""
         counts = state_counts(study)
+        running = f"  running {counts['running']}" if counts["running"] else ""
         self.trials_bar.update(self.trials_task, completed=counts["finished"],
                                counts=f"complete {counts['complete']}  pruned {counts['pruned']}  "
-                                      f"failed {counts['fail']}")
+                                      f"failed {counts['fail']}{running}")
         self.board = leaderboard(study)
         self.live.update(self._render())
 
     def events(self) -> SearchEvents:
         def on_start(study: optuna.Study, steps: int) -> None:
             self.steps = steps
-            self._refresh_study(study)
+            self.refresh(study)
 
         def on_trial_start(number: int, params: dict[str, Any]) -> None:
             if self.trial_task is not None:
@@ -75,6 +77,6 @@ class LiveView:
             self.hook(step, metrics)
 
         def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
-            self._refresh_study(study)
+            self.refresh(study)
 
         return SearchEvents(on_start, on_trial_start, on_progress, on_trial_end)

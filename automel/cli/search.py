@@ -22,7 +22,7 @@ from automel.cli._common import (
 )
 
 StudyOption = Annotated[str | None, typer.Option("--study", help="Study name [default: derived from the data set].")]
-StorageOption = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL [default: sqlite:///<home>/<study>.db].")]
+StorageOption = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")]
 
 
 def register(app: typer.Typer) -> None:
@@ -50,14 +50,16 @@ def search(
     device: DeviceOption = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and the trials.")] = 0,
     keep: Annotated[int, typer.Option(min=1, help="Keep the weights of the best K trials only.")] = 5,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes on the study (one per GPU when several are visible).")] = 1,
     grace_period: Annotated[int, typer.Option(min=2, hidden=True, help="Seconds before a silent RUNNING trial is failed.")] = 60,
     home: HomeOption = None,
 ) -> None:
     """Search encoders, poolings, heads and their parameters; export the best model at the end."""
     from automel.cli._live import LiveView, leaderboard
+    from automel.cli.workers import run_parallel
     from automel.home import resolve_home
-    from automel.search.export import export_trial
-    from automel.search.runner import SearchOptions, open_search, run_trials
+    from automel.search.export import export_best
+    from automel.search.runner import SearchOptions, open_search, run_trials, state_counts
 
     options = SearchOptions(trials=trials, study=study, storage=storage, steps_per_trial=steps_per_trial,
                             timeout=timeout, sampler=sampler, pruner=pruner, encoders=_names(encoders),
@@ -66,23 +68,24 @@ def search(
     root, where = resolve_data(data, home), resolve_home(home)
     _quiet_optuna()
     opened = open_search(root, where, options)  # bad options and mismatched studies fail here, before any drawing
-    view = LiveView(trials, err_console)
-    with view.live:
-        outcome = run_trials(opened, where, options, view.events())
-    if outcome.interrupted:
+    if workers > 1:
+        interrupted = run_parallel(opened, where, options, workers, root)
+    else:
+        view = LiveView(trials, err_console)
+        with view.live:
+            interrupted = run_trials(opened, where, options, view.events()).interrupted
+    if interrupted:
         # A second Ctrl-C leaves at once; every trial write is already committed.
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-    counts = outcome.counts
-    console.print(f"study [bold]{outcome.name}[/] ({outcome.storage}): {counts['complete']} complete, "
+    counts = state_counts(opened.study)
+    console.print(f"study [bold]{opened.study.study_name}[/] ({opened.url}): {counts['complete']} complete, "
                   f"{counts['pruned']} pruned, {counts['fail']} failed", highlight=False)
     if counts["complete"]:
-        console.print(leaderboard(outcome.study))
-        best = outcome.study.best_trial
-        out = where / outcome.name / "best"
-        path, _ = export_trial(outcome.study, where, best, out, replace=True, data_root=root)
+        console.print(leaderboard(opened.study))
+        path, best, _ = export_best(opened.study, where, root)
         console.print(f"best trial {best.number}: valid accuracy {best.value:.2%} → exported to {path}",
                       highlight=False)
-    if outcome.interrupted:
+    if interrupted:
         err_console.print("interrupted: the study is consistent; rerun the same command to resume")
         raise typer.Exit(130)
 

@@ -1,7 +1,10 @@
 """The feature store: a data set loaded once into one contiguous array with offsets, cached on disk.
 
 The cache lives under ``<home>/cache/<fingerprint>/`` where the fingerprint covers the data set's
-paths, sizes and mtimes and the storage dtype. Every later run and every search trial memory-maps it
+paths, sizes and mtimes and the storage dtype: cheap to compute, so a stale cache is noticed on every open.
+The cache also records the data set's ``content_id``, a hash of its JSON files and every feature value,
+computed once while the cache is built. It does not depend on where the data set lies or on file times,
+so a study's workers on other machines can check that their copy is the same data. Every later run and every search trial memory-maps it
 (no per-file I/O). A cache that is incomplete, the wrong size or fails its sampled checksum is
 rebuilt, never trusted; a cache is built in a temporary folder and renamed into place.
 """
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 StoreDtype = Literal["float32", "float16"]
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _FEATURES, _INDEX, _MANIFEST = "features.bin", "index.npz", "manifest.json"
 _SAMPLE_BLOCKS, _BLOCK = 64, 1 << 16
 
@@ -42,7 +45,8 @@ class FeatureStore:
     """
 
     dataset: Hw4Dataset
-    fingerprint: str
+    fingerprint: str  # cache key: location, sizes, mtimes
+    content_id: str  # what the data is: JSON files and feature values, wherever the copy lies
     features: torch.Tensor
     offsets: torch.Tensor  # (N,) int64
     lengths: torch.Tensor  # (N,) int64
@@ -70,7 +74,7 @@ class FeatureStore:
     def to(self, device: torch.device | str) -> FeatureStore:
         """A copy living on ``device`` (e.g. the whole store on the GPU, so batches never cross the bus)."""
         moved = {k: getattr(self, k).to(device) for k in ("features", "offsets", "lengths", "labels")}
-        return FeatureStore(self.dataset, self.fingerprint, paths=self.paths, **moved)
+        return FeatureStore(self.dataset, self.fingerprint, self.content_id, paths=self.paths, **moved)
 
     def feature_stats(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and std ``(n_mels,)`` over the frames of ``indices`` (e.g. the training split)."""
@@ -136,16 +140,21 @@ def _build_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) 
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache.parent))
     try:
         lengths = np.zeros(len(items), dtype=np.int64)
+        content = hashlib.blake2b(f"{dtype}:".encode(), digest_size=12)
+        for name in (METADATA, MAPPING, TESTDATA):
+            content.update((dataset.root / name).read_bytes())
         with (tmp / _FEATURES).open("wb") as fh:
             for i, (name, _) in enumerate(items):
                 array = load_feature(dataset.root / name, dataset.n_mels)
                 lengths[i] = array.shape[0]
-                fh.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
+                chunk = np.ascontiguousarray(array, dtype=dtype).tobytes()
+                content.update(chunk)
+                fh.write(chunk)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         labels = np.array([label for _, label in items], dtype=np.int64)
         np.savez(tmp / _INDEX, offsets=offsets, lengths=lengths, labels=labels)
         manifest = {"version": CACHE_VERSION, "fingerprint": key, "dtype": dtype, "n_mels": dataset.n_mels,
-                    "frames": int(lengths.sum()), "paths": [n for n, _ in items],
+                    "frames": int(lengths.sum()), "paths": [n for n, _ in items], "content_id": content.hexdigest(),
                     "checksum": _sampled_checksum(tmp / _FEATURES)}
         (tmp / _MANIFEST).write_text(json.dumps(manifest))
         try:
@@ -166,7 +175,7 @@ def _open_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) -
             offsets, lengths, labels = index["offsets"], index["lengths"], index["labels"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    if not isinstance(manifest, dict):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("content_id"), str):
         return None
     paths = [n for n, _ in _utterances(dataset)]
     itemsize = np.dtype(dtype).itemsize
@@ -181,7 +190,7 @@ def _open_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) -
     with warnings.catch_warnings():  # read-only memmap: torch warns it is not writable; we never write
         warnings.simplefilter("ignore", UserWarning)
         features = torch.from_numpy(array)
-    return FeatureStore(dataset, key, features, torch.from_numpy(offsets), torch.from_numpy(lengths),
+    return FeatureStore(dataset, key, manifest["content_id"], features, torch.from_numpy(offsets), torch.from_numpy(lengths),
                         torch.from_numpy(labels), tuple(paths))
 
 

@@ -19,7 +19,7 @@ depends on absolute position).
 Padding: attention masks padded keys; the convolution module zeroes padded frames right before the
 depthwise convolution, so a real frame's receptive field sees zeros past the utterance's end exactly
 as the convolution's own zero padding does for an utterance alone; BatchNorm uses running statistics
-in eval and, in training, statistics over real frames only (:class:`MaskedBatchNorm1d`).
+in eval and, in training, statistics over real frames only (:class:`automel.layers.MaskedBatchNorm1d`).
 
 Shapes: ``x (B, T, F)``, ``mask (B, T)`` bool, True = real frame -> ``(B, T, d_model)``; padded
 output frames are zero.
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import torch
 from torch import Tensor, nn
 
+from automel.layers import MaskedBatchNorm1d  # re-exported: it used to live here
 from automel.plugin import EncoderPlugin, by_scale, masked_fill_padding
 
 __all__ = ["Conformer", "ConformerBlock", "ConformerConfig", "ConformerEncoder", "MaskedBatchNorm1d"]
@@ -65,37 +65,6 @@ class ConformerConfig:
             raise ValueError(f"kernel_size={self.kernel_size} must be odd so frames stay centred")
         if self.num_layers < 1:
             raise ValueError(f"num_layers={self.num_layers} must be at least 1")
-
-
-class MaskedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over ``(B, C, T)`` whose training statistics use real frames only.
-
-    ``nn.BatchNorm1d`` would average over padded frames too, so a batch's padding would shift every
-    real frame's normalisation (and the running statistics used at test time). Eval mode is the
-    ordinary running-statistics path.
-    """
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if mask is None or not self.training or not self.track_running_stats:
-            return super().forward(x)
-        keep = mask.unsqueeze(1)  # (B, 1, T)
-        count = keep.sum().clamp(min=1).to(x.dtype)
-        # masked_fill, not multiplication: padded values may be inf/NaN and 0 * NaN is NaN.
-        mean = x.masked_fill(~keep, 0.0).sum(dim=(0, 2)) / count
-        centred = (x - mean[None, :, None]).masked_fill(~keep, 0.0)
-        var = centred.pow(2).sum(dim=(0, 2)) / count  # biased: what the batch is normalised with
-        with torch.no_grad():
-            assert self.num_batches_tracked is not None and self.running_mean is not None
-            assert self.running_var is not None
-            self.num_batches_tracked.add_(1)
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            unbiased = var * count / (count - 1).clamp(min=1)  # running_var is unbiased, as in PyTorch
-            self.running_mean.lerp_(mean.detach(), momentum)
-            self.running_var.lerp_(unbiased.detach(), momentum)
-        y = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
-        if self.affine:
-            y = y * self.weight[None, :, None] + self.bias[None, :, None]
-        return y
 
 
 class FeedForward(nn.Module):

@@ -64,6 +64,10 @@ def has_weights(store: FileSystemArtifactStore, trial: FrozenTrial) -> bool:
 def download_trial(store: FileSystemArtifactStore, trial: FrozenTrial, into: Path) -> Path:
     """Fetch the trial's weights and config into the folder ``into`` (a run directory layout)."""
     if not has_weights(store, trial):
+        if WEIGHTS_ATTR in trial.user_attrs and trial.user_attrs.get("worker"):
+            raise StudyError(f"trial {trial.number}'s weights are not in this home's artifact store (the trial ran on "
+                             f"{trial.user_attrs['worker']}, or its weights were trimmed); give the workers one "
+                             f"shared --home, or export on the machine that ran it")
         raise StudyError(f"trial {trial.number}'s weights were not kept (only the best trials keep theirs); "
                          f"retrain it with `automel train --config` on its parameters")
     download_artifact(artifact_store=store, file_path=str(into / WEIGHTS), artifact_id=trial.user_attrs[WEIGHTS_ATTR])

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -33,6 +36,43 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trials[number]
 
 
+EXPORT_INFO = "export.json"
+
+
+def export_best(study: optuna.Study, home: Path, data_root: Path | None = None) -> tuple[Path, FrozenTrial, bool]:
+    """Export the best trial to ``<home>/<study>/best`` unless that folder already holds it.
+
+    Safe when several workers finish at once: an exclusive lock serialises them, and whoever comes second
+    finds the export done. Returns the folder, the trial and whether this call wrote it.
+    """
+    out = home / study.study_name / "best"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out.parent / ".export.lock"):
+        best = pick_trial(study, None)
+        if _exported(out) == (study.study_name, best.number):
+            return out, best, False
+        path, _ = export_trial(study, home, best, out, replace=True, data_root=data_root)
+        return path, best, True
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, even if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _exported(out: Path) -> tuple[str, int] | None:
+    try:
+        info = json.loads((out / EXPORT_INFO).read_text(encoding="utf-8"))
+        return str(info["study"]), int(info["trial"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path, replace: bool = False,
                  data_root: Path | None = None) -> tuple[Path, float]:
     """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy."""
@@ -43,12 +83,14 @@ def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path,
     if not root.is_dir():
         raise StudyError(f"the study's data set {root} is gone; pass --data to export against a copy")
     work = open_workspace(root, home, split_record=study.user_attrs["split"])
-    if work.store.fingerprint != study.user_attrs["dataset_fingerprint"]:
+    if work.store.content_id != study.user_attrs["dataset_fingerprint"]:
         raise StudyError(f"{root} has changed since the study ran (fingerprint differs); cannot export faithfully")
     valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
     rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
     card = model_card(study, trial, record.to_json(), valid_acc)
-    path = write_run_dir(out, model.state_dict(), record, [], rows, card=card, replace=replace)
+    info = {"study": study.study_name, "trial": trial.number, "value": trial.value, "valid_acc": valid_acc}
+    path = write_run_dir(out, model.state_dict(), record, [], rows, card=card, replace=replace,
+                         extra={EXPORT_INFO: json.dumps(info, indent=2)})
     return path, valid_acc
 
 

@@ -7,17 +7,24 @@ FAIL with its reason in ``fail_reason`` and the search goes on.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from automel.data.layout import read_dataset
 from automel.data.split import Split
-from automel.errors import StudyError
+from automel.errors import PluginError, StudyError
 from automel.plugin import using_search_scale
 from automel.registry import default_registry
 from automel.search.artifacts import artifact_store, save_trial_artifacts, trim_weights
@@ -40,11 +47,14 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CPU_STEPS, CUDA_STEPS = 200, 2000
 MAX_CONSECUTIVE_FAILURES = 5
 VALIDATIONS = 4  # per trial: each is a pruning checkpoint; more of them cost validation time
+WAIT_POLL_S = 2.0  # how often a worker with nothing to run looks at the study again
+ENGINE_ATTR = "engine"  # the study's target, sampler, pruner, seed and keep, for workers that join it
+SURPLUS_ATTR = "surplus"
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    trials: int = 50
+    trials: int = 50  # finished trials the study should hold (its target)
     study: str | None = None
     storage: str | None = None
     steps_per_trial: int | None = None  # None: CPU_STEPS on CPU, CUDA_STEPS on a GPU
@@ -58,6 +68,8 @@ class SearchOptions:
     seed: int = 0
     keep: int = 5
     grace_period: int = GRACE_PERIOD
+    limit: int | None = None  # a worker's own budget: stop after finishing this many trials
+    sampler_salt: int = 0  # differs per worker, so parallel workers never draw the same random trials
 
 
 @dataclass
@@ -77,16 +89,23 @@ class SearchOutcome:
     home: Path
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
+    finished_here: int = 0  # trials this process finished
 
     @property
     def name(self) -> str:
         return self.study.study_name
 
 
+def is_surplus(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(SURPLUS_ATTR))
+
+
 def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state; surplus trials (started by a worker after the target was met) count as skipped."""
     counts = {s.name.lower(): 0 for s in TrialState}
+    counts["skipped"] = 0
     for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name.lower()] += 1
+        counts["skipped" if is_surplus(trial) else trial.state.name.lower()] += 1
     counts["finished"] = counts["complete"] + counts["pruned"]
     return counts
 
@@ -112,17 +131,18 @@ def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
     device = select_device(options.device)
     steps = options.steps_per_trial or (CPU_STEPS if device.type == "cpu" else CUDA_STEPS)
     scale = "cpu" if device.type == "cpu" else "gpu"
-    pruner = make_pruner(options.pruner, steps)
-    make_sampler(options.sampler, options.seed)  # validates the name; the real one is seeded below
+    make_pruner(options.pruner, steps)  # validates the names; the real ones are made in attach_study
+    make_sampler(options.sampler, options.seed)
     chosen = options.encoders or options.poolings or options.heads
-    requested = make_space(options.encoders, options.poolings, options.heads, registry)
+    try:
+        requested = make_space(options.encoders, options.poolings, options.heads, registry)
+    except PluginError:
+        _check_existing_space(root, home, options)  # a resumed study says which plugin *it* needs
+        raise
     work = open_workspace(root, home, split_seed=options.seed)
     name = options.study or study_name_for(work.store.dataset.name)
     url = options.storage or default_storage(home, name)
-    storage = open_storage(url, grace_period=options.grace_period)
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(options.sampler, _sampler_seed(options.seed, storage, name)),
-                                pruner=pruner)
+    study = attach_study(url, name, options, steps, create=True)
     space = requested
     if "space" in study.user_attrs:  # an existing study: its space, split and scale are fixed
         space = SearchSpace.from_json(study.user_attrs["space"])
@@ -138,7 +158,38 @@ def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
                          "steps_per_trial": steps, "scale": scale})
     check_frozen(study, {"dataset": {k: info[k] for k in ("root", "name", "kind")},
                          "split": work.split.to_json(work.store.paths)})
+    # Not frozen: what `automel worker` needs to join with the same engine; a rerun may change them.
+    study.set_user_attr(ENGINE_ATTR, {"target": options.trials, "sampler": options.sampler,
+                                      "pruner": options.pruner, "seed": options.seed, "keep": options.keep})
     return OpenedSearch(study, work, space, url, steps, scale)
+
+
+def _check_existing_space(root: Path, home: Path, options: SearchOptions) -> None:
+    """If the command resumes a study, check the study's own plugin list (without creating anything)."""
+    name = options.study or study_name_for(read_dataset(root).name)
+    if options.storage is None and not (home / f"{name}.db").exists():
+        return
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(options.storage or default_storage(home, name),
+                                                                         heartbeat=False))
+    except (KeyError, StudyError):
+        return
+    if "space" in study.user_attrs:
+        SearchSpace.from_json(study.user_attrs["space"]).check_installed(default_registry())
+
+
+def attach_study(url: str, name: str, options: SearchOptions, steps: int, create: bool) -> optuna.Study:
+    """The study ``name`` in ``url`` with this process's sampler and pruner (created if ``create``)."""
+    storage = open_storage(url, grace_period=options.grace_period)
+    seed = (_sampler_seed(options.seed, storage, name) + 1_000_003 * options.sampler_salt) % 2**32
+    sampler, pruner = make_sampler(options.sampler, seed), make_pruner(options.pruner, steps)
+    if create:
+        return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                   sampler=sampler, pruner=pruner)
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        raise StudyError(f"storage {url} has no study '{name}'") from None
 
 
 def _sampler_seed(seed: int, storage: optuna.storages.BaseStorage, name: str) -> int:
@@ -154,20 +205,45 @@ def run_search(root: Path, home: Path, options: SearchOptions, events: SearchEve
     return run_trials(open_search(root, home, options), home, options, events)
 
 
+class _SurplusTrial(Exception):
+    """Raised inside a trial that a worker started after the study's target was already covered."""
+
+
+class _HideSurplus(logging.Filter):
+    """Optuna logs every failed trial with its traceback; a surplus trial is no failure worth one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_SurplusTrial" not in record.getMessage()
+
+
+optuna.logging.get_logger("optuna.study._optimize").addFilter(_HideSurplus())
+
+
 def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events: SearchEvents | None = None
                ) -> SearchOutcome:
+    """Run trials until the study holds ``options.trials`` finished ones (or ``options.limit`` finished here).
+
+    Several processes may run this on one study: each trial first checks that the trials ahead of it
+    (by number) do not already cover the target, so the study ends with exactly the target; and a
+    process waits, rather than leaving, while other processes' trials could still fail and need a retry.
+    """
     events = events or SearchEvents()
     study, work, space, steps = opened.study, opened.work, opened.space, opened.steps
     device = select_device(options.device)
     store = artifact_store(artifact_dir(home, study.study_name))
     outcome = SearchOutcome(study, opened.url, home)
     events.on_start(study, steps)
+    failed: list[str | None] = []  # per trial run here: its fail reason, or None if it did not fail
 
     def objective(trial: optuna.Trial) -> float:
+        if _covered_ahead(study, trial.number) >= options.trials:
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise _SurplusTrial("not needed: the trials ahead of it already reach the study's target")
         with using_search_scale(opened.scale):
             params = suggest_params(trial, space)
         seed = options.seed * 100_003 + trial.number
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         events.on_trial_start(trial.number, params)
         settings = RunSettings(steps=steps, valid_every=max(1, steps // VALIDATIONS), seed=seed, device=options.device)
         try:
@@ -176,7 +252,8 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
             trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            with contextlib.suppress(UpdateFinishedTrialError):  # unless another worker failed it already
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
             release_memory(device)
@@ -189,26 +266,62 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
         return result.best_valid_acc
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        real_failure = trial.state == TrialState.FAIL and not is_surplus(trial)
+        failed.append(str(trial.user_attrs.get("fail_reason", "unknown")) if real_failure else None)
         if trial.state == TrialState.COMPLETE:
             trim_weights(study, store, options.keep)
+        if trial.state in FINISHED:
+            outcome.finished_here += 1
         events.on_trial_end(study, trial)
 
     started, failures_in_a_row = time.monotonic(), 0
     try:
-        while state_counts(study)["finished"] < options.trials:
-            remaining = None if options.timeout is None else options.timeout - (time.monotonic() - started)
-            if remaining is not None and remaining <= 0:
-                break
-            before = state_counts(study)["fail"]
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
-            failures_in_a_row = failures_in_a_row + 1 if state_counts(study)["fail"] > before else 0
+        while (action := _next_action(study, options, outcome, started)) != "stop":
+            if action == "wait":  # the remaining trials run elsewhere: wait for them, or for their heartbeats to lapse
+                _fail_stale(study)
+                time.sleep(WAIT_POLL_S)
+                continue
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
+            except ValueError as exc:
+                if "Cannot tell a" not in str(exc):
+                    raise
+                # Another worker took this trial for dead (its heartbeats came too late), failed it and
+                # queued a retry; the retry counts, this run does not.
+                failed.append("taken over by another worker: its heartbeats came too late")
+            failures_in_a_row = failures_in_a_row + 1 if failed and failed[-1] is not None else 0
             if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-                last = study.get_trials(deepcopy=False)[-1].user_attrs.get("fail_reason", "unknown")
-                raise StudyError(f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row; last: {last}")
+                raise StudyError(f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row; last: {failed[-1]}")
     except KeyboardInterrupt:
         outcome.interrupted = True
     outcome.counts = state_counts(study)
     return outcome
+
+
+def _next_action(study: optuna.Study, options: SearchOptions, outcome: SearchOutcome, started: float) -> str:
+    """``run`` a trial, ``wait`` for other processes' trials, or ``stop``."""
+    counts = state_counts(study)
+    if counts["finished"] >= options.trials:
+        return "stop"
+    if options.limit is not None and outcome.finished_here >= options.limit:
+        return "stop"
+    if options.timeout is not None and time.monotonic() - started >= options.timeout:
+        return "stop"
+    if counts["waiting"] == 0 and counts["finished"] + counts["running"] >= options.trials:
+        return "wait"
+    return "run"
+
+
+def _covered_ahead(study: optuna.Study, number: int) -> int:
+    """Trials numbered before ``number`` that finished or may still finish (running or queued)."""
+    alive = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and t.state in alive)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():  # experimental in Optuna; the same call optimize() makes per trial
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _pruning(trial: optuna.Trial) -> Callable[[int, dict[str, float]], bool]:

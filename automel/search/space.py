@@ -37,12 +37,20 @@ class SearchSpace:
         return cls(tuple(data["encoder"]), tuple(data["pooling"]), tuple(data["head"]))
 
     def check_installed(self, registry: Registry) -> None:
-        """Stop before training when the study names a plugin that is not installed (any more)."""
+        """Stop before training when the study names a plugin that is not installed (any more).
+
+        The study's plugin list is frozen (Optuna forbids changing a categorical's choices), so the only
+        ways on are installing the plugin again or starting a new study.
+        """
         for kind in KINDS:
-            missing = [n for n in self.names(kind) if n not in registry.names(kind)]
-            if missing:
-                raise StudyError(f"this study's {kind} list names {', '.join(missing)}, which is not installed "
-                                 f"(installed: {', '.join(registry.names(kind))})")
+            for name in self.names(kind):
+                if name in registry.names(kind):
+                    continue
+                failure = registry.failure(kind, name)
+                why = (f"but {failure.describe()}; fix or reinstall it" if failure is not None else
+                       f"which is not installed (installed: {', '.join(registry.names(kind)) or 'none'}); "
+                       "install the package that provides it")
+                raise StudyError(f"this study needs {kind} '{name}', {why}, or start a new study with --study NAME")
 
 
 def make_space(encoders: list[str] | None, poolings: list[str] | None, heads: list[str] | None,

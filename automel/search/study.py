@@ -7,6 +7,7 @@ different plugin set or another data set is a clear error rather than a silent n
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import warnings
@@ -18,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from automel.errors import ConfigError, StudyError
+from automel.search.journal import HeartbeatJournalStorage, journal_path
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # a RUNNING trial silent for this long belongs to a dead process: FAIL it and retry
@@ -51,10 +53,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PERIOD) -> optuna.storages.RDBStorage:
-    """An RDB storage for ``url`` with heartbeats and the retry of trials whose process died."""
+def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PERIOD) -> optuna.storages.BaseStorage:
+    """The storage behind ``url``, with heartbeats and the retry of trials whose process died.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///…``, ``postgresql+psycopg://…``) or ``journal:PATH``.
+    """
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        # Beat at least three times per grace period, so a live but busy trial is never taken for dead.
+        interval = max(1, min(HEARTBEAT_INTERVAL, grace_period // 3))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        kwargs = {"heartbeat_interval": interval, "grace_period": grace_period,
+                  "heartbeat_stale_trial_callback": retry}
+    path = journal_path(url)
+    if path is not None:
+        return _open_journal(url, path, kwargs)
+    if url.startswith("postgresql"):
+        _need_postgres_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
@@ -66,12 +85,6 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
             _listen_sqlite()
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            kwargs: dict[str, Any] = {}
-            if heartbeat:
-                # Beat at least three times per grace period, so a live but busy trial is never taken for dead.
-                interval = max(1, min(HEARTBEAT_INTERVAL, grace_period // 3))
-                kwargs = {"heartbeat_interval": interval, "grace_period": grace_period,
-                          "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
             try:
                 return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
             except Exception as exc:
@@ -82,6 +95,39 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
                 return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
         raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+def _open_journal(url: str, path: Path, heartbeat: dict[str, Any]) -> HeartbeatJournalStorage:
+    if not path.name or path.is_dir():
+        raise StudyError(f"cannot open storage {url}: journal:PATH needs a file path (e.g. journal:studies/s.log)")
+    try:
+        storage = HeartbeatJournalStorage(path, heartbeat.get("heartbeat_interval"), heartbeat.get("grace_period"),
+                                          heartbeat.get("heartbeat_stale_trial_callback"))
+        _check_journal_head(path)
+        storage.get_all_studies()  # replay the log now, so a damaged file is caught here and not mid-search
+    except Exception as exc:  # the user needs the file and the reason
+        raise StudyError(f"cannot open storage {url}: not a readable Optuna journal "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return storage
+
+
+def _check_journal_head(path: Path) -> None:
+    # Optuna skips a malformed *last* line (another process may be writing it), so a file that is not a
+    # journal at all would be accepted and then appended to. Its first line tells.
+    with path.open("rb") as handle:
+        first = handle.readline()
+    if first and "op_code" not in json.loads(first):
+        raise ValueError("its first line is not a journal operation")
+
+
+def _need_postgres_driver(url: str) -> None:
+    driver = url.split("://", 1)[0].partition("+")[2] or "psycopg2"
+    try:
+        __import__(driver)
+    except ImportError:
+        raise StudyError(f"cannot open storage {url}: the PostgreSQL driver '{driver}' is not installed; "
+                         f"pip install 'automel[postgres]' and use postgresql+psycopg://…") from None
+
 
 
 _listening = False

@@ -35,7 +35,7 @@ class Workspace:
 
     def dataset_info(self) -> dict[str, Any]:
         ds = self.store.dataset
-        return {"root": str(ds.root), "name": ds.name, "kind": ds.kind, "fingerprint": self.store.fingerprint,
+        return {"root": str(ds.root), "name": ds.name, "kind": ds.kind, "fingerprint": self.store.content_id,
                 "speakers": len(ds.speakers), "train_utterances": len(ds.train), "test_utterances": len(ds.test),
                 "features": dict(ds.info.get("features", {}))}
 

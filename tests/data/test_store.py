@@ -295,3 +295,12 @@ def test_to_meta_moves_every_tensor(hw4_sample: Path, home: Path) -> None:
     assert moved.paths == store.paths and moved.fingerprint == store.fingerprint
     assert moved.dataset is store.dataset
     assert moved.n_mels == 40 and moved.num_classes == 10
+
+
+def test_content_id_names_the_data_wherever_it_lies(sample_copy: Path, hw4_sample: Path, isolated_home: Path) -> None:
+    original, copy = open_store(hw4_sample, isolated_home), open_store(sample_copy, isolated_home)
+    assert copy.fingerprint != original.fingerprint  # another place, other file times: another cache
+    assert copy.content_id == original.content_id  # the same data: workers on other machines may use it
+    first = sorted(sample_copy.glob("uttr-*.pt"))[0]
+    torch.save(torch.load(first, weights_only=True) + 0.5, first)
+    assert open_store(sample_copy, isolated_home).content_id != original.content_id

@@ -10,17 +10,20 @@ from typing import Any
 import optuna
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from automel import testing
+from automel.layers import MaskedBatchNorm1d, masked_fill_padding
 from automel.model import build_model
-from automel.plugin import KINDS, SCALES, Plugin, PoolingPlugin, using_search_scale
+from automel.plugin import KINDS, SCALES, EncoderPlugin, Plugin, PoolingPlugin, using_search_scale
 from automel.registry import default_registry
 
 PLUGINS: list[type[Plugin]] = [entry.plugin for kind in KINDS for entry in default_registry().entries(kind)]
 MODULE_CHECKS: dict[str, Callable[..., None]] = {
     "shapes": testing.check_shapes,
-    "masking": testing.check_masking_invariance,
+    "eval-masking": testing.check_eval_masking,
+    "train-masking": testing.check_train_masking,
     "gradients": testing.check_gradients,
     "state-dict": testing.check_state_dict_roundtrip,
 }
@@ -152,3 +155,64 @@ class LeakyPooling(PoolingPlugin):
 def test_kit_catches_broken_plugin(check: Callable[..., None], message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         check(LeakyPooling)
+
+
+class NormEncoder(nn.Module):
+    """Linear, then a BatchNorm over ``(B, C, T)``; ``leak`` picks how padding gets into it in training."""
+
+    def __init__(self, in_dim: int, width: int, leak: str) -> None:
+        super().__init__()
+        self.out_dim, self.leak = width, leak
+        self.linear = nn.Linear(in_dim, width)
+        self.norm = nn.BatchNorm1d(width) if leak == "outputs" else MaskedBatchNorm1d(width)
+        self.tracker = nn.BatchNorm1d(width, affine=False)  # "monitoring" statistics over every frame
+        self.dropout = nn.Dropout(0.5)  # a module: the train-mode check switches it off
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.linear(masked_fill_padding(x, mask)).transpose(1, 2)  # padding zeroed: still counted
+        # "outputs": a plain nn.BatchNorm1d, whose training statistics count padded frames too
+        h = self.norm(h) if self.leak == "outputs" else self.norm(h, mask)
+        if self.leak == "buffers":
+            self.tracker(h)  # output unused, but its running statistics count padded frames
+        if self.leak == "random":
+            h = F.dropout(h, 0.5, self.training)  # functional: the kit cannot switch it off
+        return masked_fill_padding(self.dropout(h.transpose(1, 2)), mask)
+
+
+def _norm_encoder(leak: str) -> type[EncoderPlugin]:
+    class Leaky(EncoderPlugin):
+        name = f"leaky-{leak}"
+        config_cls = WidthConfig
+
+        @classmethod
+        def suggest(cls, trial: optuna.trial.BaseTrial) -> WidthConfig:
+            return WidthConfig(width=trial.suggest_int(cls.param("width"), 2, 8))
+
+        @classmethod
+        def build(cls, config: Any, in_dim: int) -> NormEncoder:
+            return NormEncoder(in_dim, config.width, leak)
+
+    return Leaky
+
+
+TRAIN_LEAKS = {
+    "outputs": r"encoder 'leaky-outputs': in train mode \(dropout off\), the same batch padded to 19 frames "
+    r"instead of 13 changes the real outputs by up to .*MaskedBatchNorm1d",
+    "buffers": r"encoder 'leaky-buffers': in train mode \(dropout off\), the same batch padded to 19 frames "
+    r"instead of 13 changes buffer 'tracker.running_mean'",
+    "random": r"encoder 'leaky-random': two forwards of one batch differ by up to .* in train mode",
+}
+
+
+@pytest.mark.parametrize("leak", list(TRAIN_LEAKS))
+def test_train_mode_check_catches_what_eval_mode_cannot(leak: str) -> None:
+    plugin = _norm_encoder(leak)
+    testing.check_eval_masking(plugin)  # eval mode: running statistics, per frame, so no leak shows
+    testing.check_shapes(plugin)
+    for check in (testing.check_train_masking, testing.check_masking_invariance, testing.check_plugin):
+        with pytest.raises(AssertionError, match=TRAIN_LEAKS[leak]):
+            check(plugin)
+
+
+def test_train_mode_check_passes_masked_batch_norm_and_dropout_modules() -> None:
+    testing.check_plugin(_norm_encoder("none"))

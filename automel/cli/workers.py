@@ -1,0 +1,124 @@
+"""``automel worker`` and the ``--workers N`` side of ``automel search``."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from automel.cli._common import DeviceOption, HomeOption, console, err_console, handle_errors
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from automel.search.runner import OpenedSearch, SearchOptions
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(handle_errors(worker))
+
+
+def worker(
+    study: Annotated[str, typer.Option("--study", help="The study to join (created by `automel search`).")],
+    storage: Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")] = None,
+    device: DeviceOption = "auto",
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Stop after finishing this many trials [default: until the study holds its target].")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="This machine's copy of the study's data set, if it lies elsewhere.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Stop starting new trials after this many seconds.")] = None,
+    export: Annotated[bool, typer.Option("--export/--no-export", help="Export the best trial if this worker finishes the study.")] = True,
+    worker_index: Annotated[int | None, typer.Option(hidden=True, help="Set by `search --workers`.")] = None,
+    grace_period: Annotated[int, typer.Option(min=2, hidden=True, help="Seconds before a silent RUNNING trial is failed.")] = 60,
+    home: HomeOption = None,
+) -> None:
+    """Join an existing study and run its trials beside other workers (on this or other machines)."""
+    from automel.home import resolve_home
+    from automel.search.runner import SearchEvents, run_trials
+    from automel.search.study import default_storage
+    from automel.search.worker import open_worker, study_is_done
+
+    where = resolve_home(home)
+    url = storage or default_storage(where, study)
+    if storage is None and not (where / f"{study}.db").exists():
+        from automel.errors import StudyError
+
+        raise StudyError(f"no study '{study}' in {where}; pass --storage URL for a shared study")
+    _quiet_optuna()
+    opened, options = open_worker(where, study, url, data, device, trials, grace_period, worker_index, timeout)
+    console.print(f"worker {os.getpid()} joined study [bold]{study}[/] ({url}) on {device}: target "
+                  f"{options.trials} finished trials", highlight=False)
+    outcome = run_trials(opened, where, options, SearchEvents(on_trial_end=_print_trial(options.trials)))
+    counts = outcome.counts
+    console.print(f"worker {os.getpid()} done: {outcome.finished_here} trials finished here; study holds "
+                  f"{counts['finished']}/{options.trials} ({counts['complete']} complete, {counts['pruned']} pruned, "
+                  f"{counts['fail']} failed)", highlight=False)
+    if outcome.interrupted:
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+        raise typer.Exit(130)
+    if export and counts["complete"] and study_is_done(outcome.study, options.trials):
+        _export(outcome.study, where, data)
+
+
+def _print_trial(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    from automel.search.runner import is_surplus, state_counts
+
+    def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
+        if is_surplus(trial):
+            return
+        value = f" valid {trial.value:.2%}" if trial.value is not None else ""
+        reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
+        console.print(f"trial {trial.number} {trial.state.name}{value}{reason} "
+                      f"[{state_counts(study)['finished']}/{target}]", highlight=False)
+
+    return on_trial_end
+
+
+def run_parallel(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int, data_root: Path) -> bool:
+    """Run the search in ``workers`` worker processes with a combined live view; True if interrupted."""
+    from automel.cli._live import LiveView
+    from automel.search.parallel import launch_workers, wait_workers
+
+    started = launch_workers(opened, home, options, workers, data_root)
+    where = ", ".join(sorted({w.device for w in started}))
+    err_console.print(f"{workers} workers on {where} ({started[0].threads} threads each); logs in "
+                      f"{started[0].log.parent}", highlight=False)
+    view = LiveView(options.trials, err_console)
+    try:
+        with view.live:
+            codes = wait_workers(started, lambda: view.refresh(opened.study))
+    except KeyboardInterrupt:
+        return True
+    _report_failed_workers(started, codes)
+    return False
+
+
+def _report_failed_workers(started: list, codes: list[int]) -> None:
+    from automel.errors import StudyError
+    from automel.search.parallel import last_line
+
+    failed = [(w, c) for w, c in zip(started, codes, strict=True) if c != 0]
+    if failed and len(failed) == len(started):
+        worker, code = failed[0]
+        raise StudyError(f"all {len(started)} workers failed; worker {worker.index} exited {code}: "
+                         f"{last_line(worker.log)} (log: {worker.log})")
+    for worker, code in failed:
+        err_console.print(f"worker {worker.index} exited {code}: {last_line(worker.log)} (log: {worker.log})",
+                          highlight=False)
+
+
+def _export(study: optuna.Study, home: Path, data: Path | None) -> None:
+    from automel.search.export import export_best
+
+    path, best, wrote = export_best(study, home, data)
+    verb = "exported to" if wrote else "already exported in"
+    console.print(f"best trial {best.number}: valid accuracy {best.value:.2%} → {verb} {path}", highlight=False)
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,110 @@
+"""``automel search --workers N``: N local ``automel worker`` processes on one study.
+
+Each worker is a separate process (its own Python, its own CUDA context), so a crash or a leak in one
+never takes the others down; they meet only in the study's storage. With several GPUs visible each
+worker gets its own device; on a CPU the cores are divided between the workers, because PyTorch's
+OpenMP threads slow to a crawl when more of them than cores compete (measured in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from automel.errors import StudyError
+from automel.search.runner import OpenedSearch, SearchOptions
+
+STOP_GRACE_S = 30.0  # after Ctrl-C, how long workers get to record their interrupted trials
+
+
+@dataclass
+class Worker:
+    index: int
+    device: str
+    threads: int
+    log: Path
+    process: subprocess.Popen[bytes]
+
+
+def plan_devices(device: str, workers: int, cuda_count: int) -> list[str]:
+    """One device per worker: distinct GPUs when several are visible and none was named, else ``device``."""
+    if device in ("auto", "cuda") and cuda_count > 1:
+        return [f"cuda:{i % cuda_count}" for i in range(workers)]
+    return [device] * workers
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def launch_workers(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int,
+                   data_root: Path) -> list[Worker]:
+    """Start ``workers`` processes of ``automel worker`` on the opened study; their output goes to log files."""
+    import torch
+
+    if workers < 1:
+        raise StudyError(f"--workers {workers}: need at least 1")
+    logs = home / opened.study.study_name / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    devices = plan_devices(options.device, workers, torch.cuda.device_count())
+    threads = threads_per_worker(workers) if all(not d.startswith("cuda") for d in devices) else 1
+    started = []
+    for index, device in enumerate(devices):
+        log = logs / f"worker-{index}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "AUTOMEL_HOME": str(home)}
+        command = [sys.executable, "-m", "automel", "worker", "--study", opened.study.study_name,
+                   "--storage", opened.url, "--data", str(data_root), "--device", device, "--home", str(home),
+                   "--no-export", "--worker-index", str(index + 1), "--grace-period", str(options.grace_period)]
+        if options.timeout is not None:
+            command += ["--timeout", str(options.timeout)]
+        with log.open("ab") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=env)
+        started.append(Worker(index, device, threads, log, process))
+    return started
+
+
+def wait_workers(workers: list[Worker], poll: Callable[[], None], every: float = 1.0) -> list[int]:
+    """Call ``poll`` every ``every`` seconds until all workers exit; return their exit codes.
+
+    On Ctrl-C the workers (which got the SIGINT too, from the terminal) are given time to record their
+    interrupted trials, then stopped; the KeyboardInterrupt is re-raised.
+    """
+    try:
+        while any(w.process.poll() is None for w in workers):
+            poll()
+            time.sleep(every)
+    except KeyboardInterrupt:
+        stop_workers(workers)
+        raise
+    poll()
+    return [int(w.process.returncode) for w in workers]
+
+
+def stop_workers(workers: list[Worker], grace: float = STOP_GRACE_S) -> None:
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a worker's log: usually its error."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
