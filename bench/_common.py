@@ -7,6 +7,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,3 +33,26 @@ def default_corpus() -> Path:
 
 def report(name: str, **values: object) -> None:
     print(json.dumps({"bench": name, **values}), flush=True)
+
+
+def labelled_sets(names: str) -> dict[str, tuple[Path, Path]]:
+    """Data sets with their answer keys, by name (``hw4-sample``, ``synthetic``), comma-separated."""
+    sets = {"hw4-sample": (SHARED_DATA / "hw4-sample", SHARED_DATA / "hw4-sample.answers.csv")}
+    if "synthetic" in names:
+        corpus = default_corpus()
+        sets["synthetic"] = (corpus, corpus / "answers.csv")
+    return {name: sets[name] for name in names.split(",")}
+
+
+def test_accuracy(model: torch.nn.Module, work: Any, speakers: list[str], answers: Path) -> float:
+    """The model's submission scored against ``answers`` (read only here, to score)."""
+    import tempfile
+
+    from automel.runs import write_submission_rows
+    from automel.score import score_submission
+    from automel.train.run import test_submission
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "output.csv"
+        write_submission_rows(path, test_submission(model, work.store, speakers))
+        return score_submission(path, answers).accuracy

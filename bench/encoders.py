@@ -19,18 +19,14 @@ Prints one JSON line per (data set, encoder): validation accuracy, test accuracy
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
-from _common import BENCH_HOME, SHARED_DATA, default_corpus, machine, report
+from _common import BENCH_HOME, labelled_sets, machine, report, test_accuracy
 
 from automel.registry import default_registry
-from automel.runs import write_submission_rows
-from automel.score import score_submission
 from automel.train.config import RunSettings
-from automel.train.run import open_workspace, test_submission, train_run
+from automel.train.run import open_workspace, train_run
 
 COMMON: dict[str, Any] = {"pooling": "attentive-stats", "head": "am-softmax"}
 ENCODERS: dict[str, dict[str, Any]] = {
@@ -56,21 +52,13 @@ def main() -> None:
     args = parser.parse_args()
     if "ecapa-tdnn" not in default_registry().names("encoder"):
         raise SystemExit("the ecapa-tdnn encoder is not installed: pip install -e plugins/automel-ecapa")
-    sets = {"hw4-sample": (SHARED_DATA / "hw4-sample", SHARED_DATA / "hw4-sample.answers.csv")}
-    if "synthetic" in args.datasets:
-        corpus = default_corpus()
-        sets["synthetic"] = (corpus, corpus / "answers.csv")
-    for name in args.datasets.split(","):
-        data, answers = sets[name]
+    for name, (data, answers) in labelled_sets(args.datasets).items():
         work = open_workspace(data, BENCH_HOME)
         for encoder in args.encoders.split(","):
             settings = RunSettings(steps=args.steps, valid_every=max(1, args.steps // 5), seed=0)
             params = {**ENCODERS[encoder], **COMMON}
             model, result, record = train_run(params, work, settings, torch.device("cpu"))
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "output.csv"
-                write_submission_rows(path, test_submission(model, work.store, record.speakers))
-                test_acc = score_submission(path, answers).accuracy
+            test_acc = test_accuracy(model, work, record.speakers, answers)
             report("encoders", machine=machine(), data=name, encoder=encoder, steps=args.steps,
                    valid_acc=round(result.best_valid_acc, 4), test_acc=round(test_acc, 4),
                    params=sum(p.numel() for p in model.parameters()),

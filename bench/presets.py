@@ -9,17 +9,13 @@ parameters, steps/s. The answer keys are read only here, to score — never to t
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import torch
-from _common import BENCH_HOME, SHARED_DATA, default_corpus, machine, report
+from _common import BENCH_HOME, labelled_sets, machine, report, test_accuracy
 
 from automel.presets import preset_params
-from automel.runs import write_submission_rows
-from automel.score import score_submission
 from automel.train.config import RunSettings
-from automel.train.run import open_workspace, test_submission, train_run
+from automel.train.run import open_workspace, train_run
 
 
 def main() -> None:
@@ -28,20 +24,12 @@ def main() -> None:
     parser.add_argument("--presets", default="simple,medium,hard,boss")
     parser.add_argument("--datasets", default="hw4-sample,synthetic")
     args = parser.parse_args()
-    sets = {"hw4-sample": (SHARED_DATA / "hw4-sample", SHARED_DATA / "hw4-sample.answers.csv")}
-    if "synthetic" in args.datasets:
-        corpus = default_corpus()
-        sets["synthetic"] = (corpus, corpus / "answers.csv")
-    for name in args.datasets.split(","):
-        data, answers = sets[name]
+    for name, (data, answers) in labelled_sets(args.datasets).items():
         work = open_workspace(data, BENCH_HOME)
         for preset in args.presets.split(","):
             settings = RunSettings(steps=args.steps, valid_every=max(1, args.steps // 5), seed=0)
             model, result, record = train_run(preset_params(preset), work, settings, torch.device("cpu"))
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "output.csv"
-                write_submission_rows(path, test_submission(model, work.store, record.speakers))
-                test_acc = score_submission(path, answers).accuracy
+            test_acc = test_accuracy(model, work, record.speakers, answers)
             report("presets", machine=machine(), data=name, preset=preset, steps=args.steps,
                    valid_acc=round(result.best_valid_acc, 4), test_acc=round(test_acc, 4),
                    params=sum(p.numel() for p in model.parameters()),
