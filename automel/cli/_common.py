@@ -57,3 +57,14 @@ def resolve_data(data: Path | None, home: Path | None) -> Path:
 
     with console.status("Generating the embedded synthetic corpus (first use only)…"):
         return default_corpus(resolve_home(home))
+
+
+def warn_plugin_failures() -> None:
+    """One line on stderr when external plugins failed to load: the run goes on without them."""
+    from automel.registry import default_registry
+
+    failures = default_registry().failures
+    if failures:
+        names = ", ".join(sorted({f"{f.kind} '{f.name}'" for f in failures}))
+        err_console.print(f"[yellow]warning:[/] {len(failures)} plugin(s) failed to load and are left out: "
+                          f"{escape(names)} (`automel plugins` says why)", highlight=False, soft_wrap=True)

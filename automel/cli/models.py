@@ -18,6 +18,7 @@ from automel.cli._common import (
     err_console,
     handle_errors,
     resolve_data,
+    warn_plugin_failures,
 )
 from automel.errors import ConfigError
 
@@ -48,6 +49,7 @@ def train(
     from automel.train.device import select_device
     from automel.train.run import metrics_lines, open_workspace, test_submission, train_run
 
+    warn_plugin_failures()
     params = _load_params(preset, config)
     settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, device=device, compile=compile_model)
     torch_device = select_device(device)

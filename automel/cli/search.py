@@ -19,6 +19,7 @@ from automel.cli._common import (
     err_console,
     handle_errors,
     resolve_data,
+    warn_plugin_failures,
 )
 
 StudyOption = Annotated[str | None, typer.Option("--study", help="Study name [default: derived from the data set].")]
@@ -67,6 +68,7 @@ def search(
                             grace_period=grace_period)
     root, where = resolve_data(data, home), resolve_home(home)
     _quiet_optuna()
+    warn_plugin_failures()
     opened = open_search(root, where, options)  # bad options and mismatched studies fail here, before any drawing
     if workers > 1:
         interrupted = run_parallel(opened, where, options, workers, root)

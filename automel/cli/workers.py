@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from automel.cli._common import DeviceOption, HomeOption, console, err_console, handle_errors
+from automel.cli._common import (
+    DeviceOption,
+    HomeOption,
+    console,
+    err_console,
+    handle_errors,
+    warn_plugin_failures,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -48,6 +55,7 @@ def worker(
 
         raise StudyError(f"no study '{study}' in {where}; pass --storage URL for a shared study")
     _quiet_optuna()
+    warn_plugin_failures()
     opened, options = open_worker(where, study, url, data, device, trials, grace_period, worker_index, timeout)
     console.print(f"worker {os.getpid()} joined study [bold]{study}[/] ({url}) on {device}: target "
                   f"{options.trials} finished trials", highlight=False)
