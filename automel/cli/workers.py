@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from automel.search.parallel import Worker
     from automel.search.runner import OpenedSearch, SearchOptions
 
 
@@ -104,7 +105,7 @@ def run_parallel(opened: OpenedSearch, home: Path, options: SearchOptions, worke
     return False
 
 
-def _report_failed_workers(started: list, codes: list[int]) -> None:
+def _report_failed_workers(started: list[Worker], codes: list[int]) -> None:
     from automel.errors import StudyError
     from automel.search.parallel import last_line
 
