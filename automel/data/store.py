@@ -94,10 +94,12 @@ class FeatureStore:
         return mean.float(), std.float()
 
 
-def fingerprint_dataset(root: Path, dtype: StoreDtype = "float32") -> str:
-    """Hash of the data set's JSON and feature files (relative paths, sizes, mtimes) and the dtype."""
+def fingerprint_dataset(root: Path, dtype: StoreDtype = "float32", version: int = CACHE_VERSION) -> str:
+    """Hash of the data set's JSON and feature files (relative paths, sizes, mtimes) and the dtype.
+
+    ``version=1`` gives the fingerprint that studies created before content ids recorded."""
     root = Path(root).resolve()
-    digest = hashlib.sha256(f"v{CACHE_VERSION}:{dtype}:{root}".encode())
+    digest = hashlib.sha256(f"v{version}:{dtype}:{root}".encode())
     names = [METADATA, MAPPING, TESTDATA, *sorted(p.name for p in os.scandir(root) if p.name.endswith(".pt"))]
     for name in names:
         try:

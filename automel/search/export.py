@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.errors import StudyError
 from automel.runs import load_run, versions, write_run_dir
 from automel.search.artifacts import artifact_store, download_trial
-from automel.search.study import artifact_dir
+from automel.search.study import adopt_content_id, artifact_dir
 from automel.train.loop import evaluate
 from automel.train.run import open_workspace, test_submission
 
@@ -83,6 +83,7 @@ def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path,
     if not root.is_dir():
         raise StudyError(f"the study's data set {root} is gone; pass --data to export against a copy")
     work = open_workspace(root, home, split_record=study.user_attrs["split"])
+    adopt_content_id(study, work.store)
     if work.store.content_id != study.user_attrs["dataset_fingerprint"]:
         raise StudyError(f"{root} has changed since the study ran (fingerprint differs); cannot export faithfully")
     valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))

@@ -31,6 +31,7 @@ from automel.search.artifacts import artifact_store, save_trial_artifacts, trim_
 from automel.search.space import SearchSpace, make_space, suggest_params
 from automel.search.study import (
     GRACE_PERIOD,
+    adopt_content_id,
     artifact_dir,
     check_frozen,
     default_storage,
@@ -153,6 +154,7 @@ def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
             work = Workspace(work.store, Split.from_json(study.user_attrs["split"], work.store.paths,
                                                          work.store.labels.numpy()))
         scale = study.user_attrs.get("scale", scale)  # model ranges stay those the study began with
+    adopt_content_id(study, work.store)
     info = work.dataset_info()
     check_frozen(study, {"dataset_fingerprint": info["fingerprint"], "space": space.to_json(),
                          "steps_per_trial": steps, "scale": scale})

@@ -18,6 +18,7 @@ import optuna
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from automel.data.store import FeatureStore, fingerprint_dataset
 from automel.errors import ConfigError, StudyError
 from automel.search.journal import HeartbeatJournalStorage, journal_path
 
@@ -170,6 +171,14 @@ def make_pruner(name: str, steps: int) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"--pruner {name!r} is unknown (choose {', '.join(PRUNERS)})")
+
+
+def adopt_content_id(study: optuna.Study, store: FeatureStore) -> None:
+    """Studies made before content ids recorded the path-and-mtime fingerprint (cache version 1). If that
+    is this data set's, the study is about this very data: record its content id instead."""
+    recorded = study.user_attrs.get("dataset_fingerprint")
+    if recorded not in (None, store.content_id) and recorded == fingerprint_dataset(store.dataset.root, version=1):
+        study.set_user_attr("dataset_fingerprint", store.content_id)
 
 
 def check_frozen(study: optuna.Study, frozen: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from automel.errors import StudyError
 from automel.registry import default_registry
 from automel.search.runner import ENGINE_ATTR, OpenedSearch, SearchOptions, attach_study
 from automel.search.space import SearchSpace
-from automel.search.study import GRACE_PERIOD, open_storage
+from automel.search.study import GRACE_PERIOD, adopt_content_id, open_storage
 from automel.train.device import select_device
 from automel.train.run import open_workspace
 
@@ -34,16 +34,19 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     root. ``salt`` seeds this worker's sampler apart from the others' (default: the process id).
     """
     select_device(device)  # a bad --device fails before anything is opened
-    attrs = _study_attrs(url, name)
+    loaded = _load_checked(url, name)
+    attrs = loaded.user_attrs
     space = SearchSpace.from_json(attrs["space"])
     space.check_installed(default_registry())
     root = Path(data) if data is not None else Path(attrs["dataset"]["root"])
     if not root.is_dir():
         raise StudyError(f"the study's data set {root} is not on this machine; pass --data DIR with a copy of it")
     work = open_workspace(root, home, split_record=attrs["split"])
-    if work.store.content_id != attrs["dataset_fingerprint"]:
+    adopt_content_id(loaded, work.store)
+    recorded = loaded.user_attrs["dataset_fingerprint"]
+    if work.store.content_id != recorded:
         raise StudyError(f"{root} is not study '{name}''s data set: its fingerprint is {work.store.content_id}, "
-                         f"the study's is {attrs['dataset_fingerprint']}")
+                         f"the study's is {recorded}")
     engine = attrs[ENGINE_ATTR]
     steps = int(attrs["steps_per_trial"])
     options = SearchOptions(trials=int(engine["target"]), study=name, storage=url, steps_per_trial=steps,
@@ -54,7 +57,7 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     return OpenedSearch(study, work, space, url, steps, str(attrs["scale"])), options
 
 
-def _study_attrs(url: str, name: str) -> dict:
+def _load_checked(url: str, name: str) -> optuna.Study:
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
     except KeyError:
@@ -64,7 +67,7 @@ def _study_attrs(url: str, name: str) -> dict:
     if missing:
         raise StudyError(f"study '{name}' in {url} was not created by `automel search` "
                          f"(it lacks {', '.join(missing)}); start it with `automel search` first")
-    return attrs
+    return study
 
 
 def study_is_done(study: optuna.Study, target: int) -> bool:

@@ -125,3 +125,23 @@ def test_two_exports_at_once_write_one_valid_export(hw4_sample: Path, isolated_h
     assert info["trial"] == study.best_trial.number
     assert (export / "output.csv").exists() and (export / "model.safetensors").exists()
     assert not [p for p in export.parent.iterdir() if p.name.startswith(".best")]  # no temporary folders left
+
+
+def test_a_study_from_before_content_ids_resumes_and_exports(hw4_sample: Path, isolated_home: Path,
+                                                             cli: object) -> None:
+    from automel.data.store import fingerprint_dataset
+    from automel.search.runner import load_study
+    from tests.conftest import run
+
+    args = ["search", "--data", hw4_sample, "--study", "old", "--steps-per-trial", "20", "--encoders", "transformer",
+            "--poolings", "mean", "--heads", "softmax", "--pruner", "none"]
+    assert run(cli, *args, "--trials", "1")[0] == 0
+    study = load_study(isolated_home, "old", None)
+    content_id = study.user_attrs["dataset_fingerprint"]
+    study.set_user_attr("dataset_fingerprint", fingerprint_dataset(hw4_sample, version=1))  # as version 0.1 wrote it
+    code, _, err = run(cli, "export", "--study", "old", "--out", isolated_home / "exported")
+    assert code == 0, err
+    assert load_study(isolated_home, "old", None).user_attrs["dataset_fingerprint"] == content_id
+    code, _, err = run(cli, *args, "--trials", "2")
+    assert code == 0, err
+    assert len(load_study(isolated_home, "old", None).trials) == 2
