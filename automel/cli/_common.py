@@ -68,3 +68,10 @@ def warn_plugin_failures() -> None:
         names = ", ".join(sorted({f"{f.kind} '{f.name}'" for f in failures}))
         err_console.print(f"[yellow]warning:[/] {len(failures)} plugin(s) failed to load and are left out: "
                           f"{escape(names)} (`automel plugins` says why)", highlight=False, soft_wrap=True)
+
+
+def quiet_optuna() -> None:
+    """Optuna's per-trial INFO lines would scroll the live view away; warnings still show."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

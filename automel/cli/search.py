@@ -18,6 +18,7 @@ from automel.cli._common import (
     console,
     err_console,
     handle_errors,
+    quiet_optuna,
     resolve_data,
     warn_plugin_failures,
 )
@@ -67,7 +68,7 @@ def search(
                             poolings=_names(poolings), heads=_names(heads), device=device, seed=seed, keep=keep,
                             grace_period=grace_period)
     root, where = resolve_data(data, home), resolve_home(home)
-    _quiet_optuna()
+    quiet_optuna()
     warn_plugin_failures()
     opened = open_search(root, where, options)  # bad options and mismatched studies fail here, before any drawing
     if workers > 1:
@@ -90,12 +91,6 @@ def search(
     if interrupted:
         err_console.print("interrupted: the study is consistent; rerun the same command to resume")
         raise typer.Exit(130)
-
-
-def _quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def export(

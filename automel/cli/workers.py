@@ -16,6 +16,7 @@ from automel.cli._common import (
     console,
     err_console,
     handle_errors,
+    quiet_optuna,
     warn_plugin_failures,
 )
 
@@ -55,7 +56,7 @@ def worker(
         from automel.errors import StudyError
 
         raise StudyError(f"no study '{study}' in {where}; pass --storage URL for a shared study")
-    _quiet_optuna()
+    quiet_optuna()
     warn_plugin_failures()
     opened, options = open_worker(where, study, url, data, device, trials, grace_period, worker_index, timeout)
     console.print(f"worker {os.getpid()} joined study [bold]{study}[/] ({url}) on {device}: target "
@@ -125,9 +126,3 @@ def _export(study: optuna.Study, home: Path, data: Path | None) -> None:
     path, best, wrote = export_best(study, home, data)
     verb = "exported to" if wrote else "already exported in"
     console.print(f"best trial {best.number}: valid accuracy {best.value:.2%} → {verb} {path}", highlight=False)
-
-
-def _quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)

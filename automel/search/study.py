@@ -102,10 +102,10 @@ def _open_journal(url: str, path: Path, heartbeat: dict[str, Any]) -> HeartbeatJ
     if not path.name or path.is_dir():
         raise StudyError(f"cannot open storage {url}: journal:PATH needs a file path (e.g. journal:studies/s.log)")
     try:
+        _check_journal_head(path)
+        # Constructing the storage replays the whole log, so a damaged file fails here, not mid-search.
         storage = HeartbeatJournalStorage(path, heartbeat.get("heartbeat_interval"), heartbeat.get("grace_period"),
                                           heartbeat.get("heartbeat_stale_trial_callback"))
-        _check_journal_head(path)
-        storage.get_all_studies()  # replay the log now, so a damaged file is caught here and not mid-search
     except Exception as exc:  # the user needs the file and the reason
         raise StudyError(f"cannot open storage {url}: not a readable Optuna journal "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
@@ -115,6 +115,8 @@ def _open_journal(url: str, path: Path, heartbeat: dict[str, Any]) -> HeartbeatJ
 def _check_journal_head(path: Path) -> None:
     # Optuna skips a malformed *last* line (another process may be writing it), so a file that is not a
     # journal at all would be accepted and then appended to. Its first line tells.
+    if not path.exists():
+        return
     with path.open("rb") as handle:
         first = handle.readline()
     if first and "op_code" not in json.loads(first):
