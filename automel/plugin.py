@@ -84,6 +84,16 @@ class Plugin(ABC):
         """Sample a config from ``trial`` using names made by :meth:`param`."""
 
     @classmethod
+    def portfolio(cls) -> list[dict[str, Any]]:
+        """Known-good complete configurations that use this plugin, to start a new search with.
+
+        Each entry maps trial parameters (``encoder``, ``pooling``, ``head``, their namespaced fields and
+        ``train.*``) to values; use :func:`by_scale` for sizes. An optional ``"priority"`` orders the
+        entries among all others (lower first; built-ins use 1-4, the default is 10). Default: none.
+        """
+        return []
+
+    @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Any:
         """Build the config from namespaced parameters; missing fields take their defaults.
 

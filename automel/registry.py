@@ -27,7 +27,11 @@ DISABLE_ENV = "AUTOMEL_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_DIST = "automel"
 
 BUILTINS: dict[Kind, tuple[str, ...]] = {
-    "encoder": ("automel.encoders.transformer:Transformer", "automel.encoders.conformer:Conformer"),
+    "encoder": (
+        "automel.encoders.transformer:Transformer",
+        "automel.encoders.conformer:Conformer",
+        "automel.encoders.tdnn:Tdnn",
+    ),
     "pooling": (
         "automel.pooling.mean:MeanPooling",
         "automel.pooling.self_attention:SelfAttentionPooling",

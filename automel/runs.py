@@ -23,6 +23,7 @@ from automel.errors import ConfigError, DataError
 
 FORMAT = "automel-run/1"
 WEIGHTS, CONFIG, METRICS, SUBMISSION, CARD = "model.safetensors", "config.json", "metrics.jsonl", "output.csv", "README.md"
+ENSEMBLE = "ensemble.json"  # marks an ensemble folder (see automel.ensemble)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metric
 
 
 def read_record(run_dir: Path) -> RunRecord:
+    """The record of a run directory or export; of an ensemble folder, the ensemble's (see automel.ensemble)."""
+    if (Path(run_dir) / ENSEMBLE).is_file():
+        from automel.ensemble import read_ensemble  # lazily: automel.ensemble imports this module
+
+        return read_ensemble(run_dir)[0]
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise ConfigError(f"{run_dir}: no {CONFIG}; not a run directory or export")
@@ -111,7 +117,13 @@ def read_record(run_dir: Path) -> RunRecord:
 
 
 def load_run(run_dir: Path) -> tuple[Any, RunRecord]:
-    """Rebuild the model of a run directory or export with its saved weights (eval mode, CPU)."""
+    """Rebuild the model of a run directory or export with its saved weights (eval mode, CPU).
+
+    An ensemble folder (with ``ensemble.json``) gives an :class:`automel.ensemble.EnsembleModel`."""
+    if (Path(run_dir) / ENSEMBLE).is_file():
+        from automel.ensemble import load_ensemble
+
+        return load_ensemble(run_dir)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

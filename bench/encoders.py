@@ -11,6 +11,8 @@ over 20 %), training parameters (``TrainParams`` defaults: AdamW 1e-3, 5 % warm-
 - ``ecapa-cpu``: ECAPA-TDNN at the largest size of its CPU-scale search space (C 128, scale 8, 3 blocks,
   SE 64, MFA 384), the paper's shape at a CPU's width;
 - ``ecapa-paper``: the plugin's default, the paper's C = 512 model (not in the default list: ~10 x slower).
+- ``tdnn``: the built-in x-vector TDNN (Snyder et al. 2018) at its defaults, C 256 / out 512 (not in the
+  default list).
 
 Prints one JSON line per (data set, encoder): validation accuracy, test accuracy against the answer key
 (read only here, to score), parameters, steps/s. Needs ``pip install -e plugins/automel-ecapa``.
@@ -41,6 +43,7 @@ ENCODERS: dict[str, dict[str, Any]] = {
         "encoder.ecapa-tdnn.mfa_channels": 384,
     },
     "ecapa-paper": {"encoder": "ecapa-tdnn"},
+    "tdnn": {"encoder": "tdnn"},
 }
 
 

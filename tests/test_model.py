@@ -100,7 +100,7 @@ def test_missing_plugin_key() -> None:
 
 
 def test_unknown_plugin_and_unknown_field() -> None:
-    with pytest.raises(PluginError, match=r"unknown encoder 'lstm' \(installed: conformer, transformer"):
+    with pytest.raises(PluginError, match=r"unknown encoder 'lstm' \(installed: conformer, tdnn, transformer"):
         build_model({**preset_params("simple"), "encoder": "lstm"}, N_MELS, N_CLASSES)
     with pytest.raises(PluginError, match="no parameter 'layers'"):
         build_model({**preset_params("simple"), "encoder.transformer.layers": 2}, N_MELS, N_CLASSES)

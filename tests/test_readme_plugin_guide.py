@@ -28,7 +28,7 @@ SECTION = "## Add your own encoder"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 PATH_LINE = re.compile(r"^`([\w./-]+)`:?$")
 TINY_SEARCH = ["--data", "{hw4}", "--trials", "2", "--steps-per-trial", "10", "--pruner", "none",
-               "--poolings", "mean", "--heads", "softmax", "--device", "cpu"]
+               "--poolings", "mean", "--heads", "softmax", "--device", "cpu", "--no-refit", "--quality", "fast"]
 
 
 def section() -> str:

@@ -6,7 +6,7 @@ import os
 import signal
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -23,13 +23,18 @@ from automel.cli._common import (
     warn_plugin_failures,
 )
 
+if TYPE_CHECKING:
+    import optuna
+
+    from automel.search.budget import Clock
+
 StudyOption = Annotated[str | None, typer.Option("--study", help="Study name [default: derived from the data set].")]
 StorageOption = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")]
 
 
 def register(app: typer.Typer) -> None:
-    for name, func in (("search", search), ("export", export), ("studies", studies), ("show", show),
-                       ("dashboard", dashboard)):
+    for name, func in (("search", search), ("refit", refit), ("export", export), ("studies", studies),
+                       ("show", show), ("dashboard", dashboard)):
         app.command(name)(handle_errors(func))
 
 
@@ -38,14 +43,18 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def search(
-    trials: Annotated[int, typer.Option(min=1, help="Finished trials (complete + pruned) the study should hold.")] = 50,
+    trials: Annotated[int, typer.Option(min=1, help="Most finished trials (complete + pruned) the study should hold; the time limit usually ends the search first.")] = 200,
+    time_limit: Annotated[str | None, typer.Option("--time-limit", help="Wall-clock budget of the whole job: search, ensemble, refit and export (90s, 30m, 2h or seconds) [default: 10m].")] = None,
+    quality: Annotated[str, typer.Option(help="fast | balanced | best: how the budget is split (see README).")] = "balanced",
+    refit: Annotated[bool, typer.Option("--refit/--no-refit", help="Retrain the winner on training + validation data, and export that.")] = True,
     data: DataOption = None,
     study: StudyOption = None,
     storage: StorageOption = None,
-    steps_per_trial: Annotated[int | None, typer.Option(min=10, help="Training steps per trial [default: 200 on CPU, 2000 on GPU].")] = None,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Stop starting new trials after this many seconds.")] = None,
+    steps_per_trial: Annotated[int | None, typer.Option(min=10, help="Steps of the last rung [default: sized by the time limit].")] = None,
+    timeout: Annotated[str | None, typer.Option(hidden=True, help="Old name of --time-limit.")] = None,
     sampler: Annotated[str, typer.Option(help="tpe | random | cmaes | gp")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median | hyperband | none")] = "median",
+    pruner: Annotated[str, typer.Option(help="asha (successive halving) | median | hyperband | none")] = "asha",
+    portfolio: Annotated[bool, typer.Option("--portfolio/--no-portfolio", help="Start a new study with known-good configurations.")] = True,
     encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder names [default: all installed].")] = None,
     poolings: Annotated[str | None, typer.Option(help="Comma-separated pooling names [default: all installed].")] = None,
     heads: Annotated[str | None, typer.Option(help="Comma-separated head names [default: all installed].")] = None,
@@ -56,41 +65,134 @@ def search(
     grace_period: Annotated[int, typer.Option(min=2, hidden=True, help="Seconds before a silent RUNNING trial is failed.")] = 60,
     home: HomeOption = None,
 ) -> None:
-    """Search encoders, poolings, heads and their parameters; export the best model at the end."""
-    from automel.cli._live import LiveView, leaderboard
+    """Search encoders, poolings, heads and their parameters within a time limit; refit and export the best."""
+    import dataclasses
+    import time
+
+    from automel.cli._live import LiveView
     from automel.cli.workers import run_parallel
     from automel.home import resolve_home
-    from automel.search.export import export_best
-    from automel.search.runner import SearchOptions, open_search, run_trials, state_counts
+    from automel.registry import default_registry
+    from automel.search.budget import (
+        DEFAULT_TIME_LIMIT_S,
+        Clock,
+        check_time_limit,
+        parse_duration,
+        quality_named,
+        step_planner,
+    )
+    from automel.search.runner import SearchOptions, open_search, run_trials
+    from automel.train.device import select_device
 
+    limit_text = time_limit if time_limit is not None else timeout
+    limit_s = parse_duration(limit_text) if limit_text is not None else DEFAULT_TIME_LIMIT_S
+    check_time_limit(limit_s)
+    clock = Clock(limit_s, quality_named(quality))
     options = SearchOptions(trials=trials, study=study, storage=storage, steps_per_trial=steps_per_trial,
-                            timeout=timeout, sampler=sampler, pruner=pruner, encoders=_names(encoders),
-                            poolings=_names(poolings), heads=_names(heads), device=device, seed=seed, keep=keep,
-                            grace_period=grace_period)
+                            sampler=sampler, pruner=pruner, encoders=_names(encoders), poolings=_names(poolings),
+                            heads=_names(heads), device=device, seed=seed, keep=keep, grace_period=grace_period,
+                            portfolio=portfolio)
+    console.print(f"automel search: time limit {_duration(limit_s)}{'' if limit_text else ' (the default)'}, "
+                  f"quality {quality}, {'refit on all labelled data' if refit else 'no refit'}; "
+                  f"at most {trials} trials", highlight=False)
     root, where = resolve_data(data, home), resolve_home(home)
     quiet_optuna()
     warn_plugin_failures()
-    opened = open_search(root, where, options)  # bad options and mismatched studies fail here, before any drawing
+    planner = step_planner(clock, select_device(device), default_registry())
+    opened = open_search(root, where, options, plan_steps=planner)  # bad options and mismatched studies fail here
+    deadline = clock.search_deadline()
     if workers > 1:
-        interrupted = run_parallel(opened, where, options, workers, root)
+        timed = dataclasses.replace(options, timeout=max(1.0, deadline - time.monotonic()))
+        interrupted = run_parallel(opened, where, timed, workers, root)
     else:
         view = LiveView(trials, err_console)
         with view.live:
-            interrupted = run_trials(opened, where, options, view.events()).interrupted
+            interrupted = run_trials(opened, where, options, view.events(), deadline=deadline).interrupted
+    clock.record("search", clock.elapsed())
+    _report_search(opened.study, opened.url)
     if interrupted:
         # A second Ctrl-C leaves at once; every trial write is already committed.
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-    counts = state_counts(opened.study)
-    console.print(f"study [bold]{opened.study.study_name}[/] ({opened.url}): {counts['complete']} complete, "
-                  f"{counts['pruned']} pruned, {counts['fail']} failed", highlight=False)
-    if counts["complete"]:
-        console.print(leaderboard(opened.study))
-        path, best, _ = export_best(opened.study, where, root)
-        console.print(f"best trial {best.number}: valid accuracy {best.value:.2%} → exported to {path}",
-                      highlight=False)
-    if interrupted:
         err_console.print("interrupted: the study is consistent; rerun the same command to resume")
         raise typer.Exit(130)
+    _finish(opened.study, where, root, clock, refit, device)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 360 == 0:
+        return f"{seconds / 3600:g}h"
+    return f"{seconds / 60:g}m" if seconds >= 60 and seconds % 6 == 0 else f"{seconds:g}s"
+
+
+def _report_search(study: optuna.Study, url: str) -> None:
+    from automel.cli._live import leaderboard
+    from automel.search.runner import state_counts
+
+    counts = state_counts(study)
+    console.print(f"study [bold]{study.study_name}[/] ({url}): {counts['complete']} complete, "
+                  f"{counts['pruned']} pruned, {counts['fail']} failed", highlight=False)
+    if counts["complete"]:
+        console.print(leaderboard(study))
+
+
+def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bool, device: str) -> None:
+    """Ensemble, refit and export within the clock; Ctrl-C keeps the search and says how to finish."""
+    import time
+
+    from automel.search.finish import FinishOptions, finish_study
+    from automel.search.record import append_budget_run
+    from automel.train.device import select_device
+
+    quality = clock.quality
+    options = FinishOptions(refit=refit, ensemble_size=quality.ensemble_size, refit_seeds=quality.refit_seeds)
+    started = time.monotonic()
+    try:
+        result = finish_study(study, home, options, select_device(device), deadline=clock.finish_deadline(),
+                              data_root=root, note=lambda line: console.print(line, highlight=False))
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+        err_console.print(f"interrupted after the search: every trial is saved and the previous export is intact; "
+                          f"run `automel refit --study {study.study_name}` to refit and export", highlight=False)
+        raise typer.Exit(130) from None
+    for phase, seconds in result.timings.items():
+        clock.record(phase, seconds)
+    clock.record("other", max(0.0, time.monotonic() - started - sum(result.timings.values())))
+    append_budget_run(study, clock.summary())
+    what = {"trial": "the best trial", "refit": "refit model", "ensemble": "ensemble"}[result.kind]
+    console.print(f"exported the {what} (trials {', '.join(str(m['trial']) for m in result.members)}) to "
+                  f"{result.path} in {clock.elapsed():.0f} s of {clock.limit_s:.0f} s", highlight=False)
+
+
+def refit(
+    study: StudyOption = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Refit steps [default: the trial's, scaled by the added data; stretched to --time-limit].")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time-limit", help="Time for the ensemble, the refits and the export.")] = None,
+    quality: Annotated[str, typer.Option(help="fast | balanced | best: ensemble size and seeds.")] = "balanced",
+    data: Annotated[Path | None, typer.Option(help="The study's data set, if it moved.")] = None,
+    storage: StorageOption = None,
+    device: DeviceOption = "auto",
+    home: HomeOption = None,
+) -> None:
+    """Refit a finished study's best configuration(s) on all labelled data and export them."""
+    from automel.home import resolve_home
+    from automel.search.budget import Clock, check_time_limit, parse_duration, quality_named
+    from automel.search.finish import FinishOptions, finish_study
+    from automel.search.runner import load_study
+    from automel.train.device import select_device
+
+    chosen = quality_named(quality)
+    limit_s = parse_duration(time_limit) if time_limit else None
+    if limit_s is not None:
+        check_time_limit(limit_s)
+    clock = Clock(limit_s or 0.0, chosen)
+    where = resolve_home(home)
+    loaded = load_study(where, study, storage)
+    options = FinishOptions(ensemble_size=chosen.ensemble_size, refit_seeds=chosen.refit_seeds, steps=steps)
+    result = finish_study(loaded, where, options, select_device(device),
+                          deadline=clock.finish_deadline() if limit_s else None, data_root=data,
+                          note=lambda line: console.print(line, highlight=False))
+    console.print(f"exported {result.kind} of trials {', '.join(str(m['trial']) for m in result.members)} "
+                  f"to {result.path}", highlight=False)
 
 
 def export(

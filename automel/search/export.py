@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.errors import StudyError
 from automel.runs import load_run, versions, write_run_dir
 from automel.search.artifacts import artifact_store, download_trial
+from automel.search.record import StudyRecord
 from automel.search.study import adopt_content_id, artifact_dir
 from automel.train.loop import evaluate
 from automel.train.run import open_workspace, test_submission
@@ -47,7 +48,7 @@ def export_best(study: optuna.Study, home: Path, data_root: Path | None = None) 
     """
     out = home / study.study_name / "best"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out.parent / ".export.lock"):
+    with exclusive(out.parent / ".export.lock"):
         best = pick_trial(study, None)
         if _exported(out) == (study.study_name, best.number):
             return out, best, False
@@ -56,7 +57,7 @@ def export_best(study: optuna.Study, home: Path, data_root: Path | None = None) 
 
 
 @contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> Iterator[None]:
     with lock_path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, even if this process dies
         try:
@@ -79,41 +80,43 @@ def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path,
     store = artifact_store(artifact_dir(home, study.study_name))
     with tempfile.TemporaryDirectory() as tmp:
         model, record = load_run(download_trial(store, trial, Path(tmp)))
-    root = data_root or Path(study.user_attrs["dataset"]["root"])
+    saved = StudyRecord.read(study)
+    root = data_root or Path(saved.dataset.root)
     if not root.is_dir():
         raise StudyError(f"the study's data set {root} is gone; pass --data to export against a copy")
-    work = open_workspace(root, home, split_record=study.user_attrs["split"])
+    work = open_workspace(root, home, split_record=saved.split)
     adopt_content_id(study, work.store)
-    if work.store.content_id != study.user_attrs["dataset_fingerprint"]:
+    if work.store.content_id != StudyRecord.read(study).content_id:
         raise StudyError(f"{root} has changed since the study ran (fingerprint differs); cannot export faithfully")
     valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
     rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
     card = model_card(study, trial, record.to_json(), valid_acc)
-    info = {"study": study.study_name, "trial": trial.number, "value": trial.value, "valid_acc": valid_acc}
+    info = {"study": study.study_name, "trial": trial.number, "kind": "trial", "value": trial.value,
+            "valid_acc": valid_acc}
     path = write_run_dir(out, model.state_dict(), record, [], rows, card=card, replace=replace,
                          extra={EXPORT_INFO: json.dumps(info, indent=2)})
     return path, valid_acc
 
 
-def model_card(study: optuna.Study, trial: FrozenTrial, config: dict, valid_acc: float) -> str:
+def model_card(study: optuna.Study, trial: FrozenTrial, config: dict, valid_acc: float | None, kind: str = "trial",
+               members: list[dict] | None = None) -> str:
+    """The export's README.md: where the model comes from, what it scored, and what that score means."""
     dataset = config["dataset"]
     params = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(config["params"].items()))
-    kind = " — synthetic data, not real speech" if dataset.get("kind") == "synthetic" else ""
+    synthetic = " — synthetic data, not real speech" if dataset.get("kind") == "synthetic" else ""
     soft = {**versions()}
-    return f"""# automel model: study `{study.study_name}`, trial {trial.number}
+    return f"""# automel model: study `{study.study_name}`, {_what(kind, trial, members)}
 
-- Data set: `{dataset.get('name')}` [{dataset.get('kind')}]{kind}, fingerprint `{dataset.get('fingerprint')}`
+- Data set: `{dataset.get('name')}` [{dataset.get('kind')}]{synthetic}, fingerprint `{dataset.get('fingerprint')}`
   ({dataset.get('speakers')} speakers, {dataset.get('train_utterances')} training and
   {dataset.get('test_utterances')} test utterances), from `{dataset.get('root')}`
 - Model: encoder `{config['params']['encoder']}`, pooling `{config['params']['pooling']}`, head `{config['params']['head']}`
-- Validation accuracy: {trial.value:.4f} recorded by the trial, {valid_acc:.4f} re-measured from these files
-- Training: {trial.user_attrs.get('steps')} steps (best at step {trial.user_attrs.get('best_step')}),
-  {trial.user_attrs.get('seconds')} s, seed {trial.user_attrs.get('seed')}
+{_scores(kind, trial, config, valid_acc, members)}
 - Software: automel {soft['automel']}, torch {soft['torch']}, optuna {soft['optuna']}
 
 `automel predict {{this folder}} --data DIR` writes a submission; `config.json` rebuilds the model.
 
-## Parameters
+## Parameters{' of the best member' if kind == 'ensemble' else ''}
 
 | parameter | value |
 | --- | --- |
@@ -125,3 +128,27 @@ def model_card(study: optuna.Study, trial: FrozenTrial, config: dict, valid_acc:
 {json.dumps(config.get('result', {}), indent=2)}
 ```
 """
+
+
+def _what(kind: str, trial: FrozenTrial, members: list[dict] | None) -> str:
+    if kind == "ensemble":
+        return "ensemble of trials " + ", ".join(str(m["trial"]) for m in members or [])
+    return f"trial {trial.number}" + (" refit on all labelled data" if kind == "refit" else "")
+
+
+def _scores(kind: str, trial: FrozenTrial, config: dict, valid_acc: float | None, members: list[dict] | None) -> str:
+    value = f"{trial.value:.4f}" if trial.value is not None else "none (it did not reach the last rung)"
+    if kind == "trial":
+        return (f"- Validation accuracy: {value} recorded by the trial, {valid_acc:.4f} re-measured from these files\n"
+                f"- Training: {trial.user_attrs.get('steps')} steps (best at step {trial.user_attrs.get('best_step')}),\n"
+                f"  {trial.user_attrs.get('seconds')} s, seed {trial.user_attrs.get('seed')}")
+    refit = config.get("refit", {})
+    lines = [f"- Comes from trial {trial.number}, whose validation accuracy was {value}."]
+    if refit:
+        lines.append(f"- Refit on training + validation utterances ({refit.get('utterances')}) for "
+                     f"{refit.get('steps')} steps: **this model has no held-out score**; the trial's validation "
+                     f"accuracy is the estimate.")
+    if kind == "ensemble":
+        weights = ", ".join(f"trial {m['trial']}: {m['weight']:.2f}" for m in members or [])
+        lines.append(f"- Ensemble (greedy selection on validation probabilities), weights {weights}.")
+    return "\n".join(lines)

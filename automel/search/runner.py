@@ -1,4 +1,4 @@
-"""``automel search``: run trials until the study holds the requested number of finished ones.
+"""``automel search``: open the study, then run trials until the target, the deadline or Ctrl-C.
 
 Finished means COMPLETE or PRUNED. Rerunning the same command resumes; a trial left RUNNING by a killed
 process is failed by Optuna's heartbeat check and its parameters re-queued. A trial that raises is marked
@@ -7,10 +7,8 @@ FAIL with its reason in ``fail_reason`` and the search goes on.
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import logging
-import os
-import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -19,49 +17,44 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from automel.data.layout import read_dataset
 from automel.data.split import Split
 from automel.errors import PluginError, StudyError
-from automel.plugin import using_search_scale
-from automel.registry import default_registry
-from automel.search.artifacts import artifact_store, save_trial_artifacts, trim_weights
-from automel.search.space import SearchSpace, make_space, suggest_params
+from automel.registry import Registry, default_registry
+from automel.search.artifacts import artifact_store, trim_weights
+from automel.search.objective import SURPLUS_ATTR, TrialObjective
+from automel.search.record import DatasetRef, EngineRecord, StudyRecord, check_frozen
+from automel.search.space import SearchSpace, make_space
 from automel.search.study import (
     GRACE_PERIOD,
     adopt_content_id,
     artifact_dir,
-    check_frozen,
     default_storage,
     make_pruner,
     make_sampler,
     open_storage,
     study_name_for,
 )
-from automel.train.config import RunSettings
-from automel.train.device import release_memory, select_device
-from automel.train.run import Workspace, open_workspace, train_run
+from automel.train.device import select_device
+from automel.train.run import Workspace, open_workspace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-CPU_STEPS, CUDA_STEPS = 200, 2000
+CPU_STEPS, CUDA_STEPS = 200, 2000  # the last rung when neither --steps-per-trial nor a time limit sizes it
 MAX_CONSECUTIVE_FAILURES = 5
-VALIDATIONS = 4  # per trial: each is a pruning checkpoint; more of them cost validation time
 WAIT_POLL_S = 2.0  # how often a worker with nothing to run looks at the study again
-ENGINE_ATTR = "engine"  # the study's target, sampler, pruner, seed and keep, for workers that join it
-SURPLUS_ATTR = "surplus"
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    trials: int = 50  # finished trials the study should hold (its target)
+    trials: int = 50  # finished trials the study should hold (its target; a cap under a time limit)
     study: str | None = None
     storage: str | None = None
-    steps_per_trial: int | None = None  # None: CPU_STEPS on CPU, CUDA_STEPS on a GPU
-    timeout: float | None = None
+    steps_per_trial: int | None = None  # the last rung; None: sized by the time limit, else CPU/CUDA_STEPS
+    timeout: float | None = None  # a worker's own limit: start no trial after this many seconds
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "asha"
     encoders: list[str] | None = None
     poolings: list[str] | None = None
     heads: list[str] | None = None
@@ -71,6 +64,7 @@ class SearchOptions:
     grace_period: int = GRACE_PERIOD
     limit: int | None = None  # a worker's own budget: stop after finishing this many trials
     sampler_salt: int = 0  # differs per worker, so parallel workers never draw the same random trials
+    portfolio: bool = True  # start a new study with the portfolio of known-good configurations
 
 
 @dataclass
@@ -86,15 +80,17 @@ class SearchEvents:
 @dataclass
 class SearchOutcome:
     study: optuna.Study
-    storage: str
-    home: Path
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     finished_here: int = 0  # trials this process finished
 
-    @property
-    def name(self) -> str:
-        return self.study.study_name
+
+class Action(enum.Enum):
+    """What a search process does next."""
+
+    RUN = "run"  # start a trial
+    WAIT = "wait"  # the remaining trials run elsewhere: wait for them, or for their heartbeats to lapse
+    STOP = "stop"
 
 
 def is_surplus(trial: FrozenTrial) -> bool:
@@ -121,29 +117,35 @@ class OpenedSearch:
     url: str
     steps: int
     scale: str
+    pruner: str = "asha"
 
 
-def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
+# Sizes the last rung of a new study (from the time limit): (workspace, space, scale) -> steps.
+StepPlanner = Callable[[Workspace, SearchSpace, str], int]
+
+
+def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: StepPlanner | None = None,
+                registry: Registry | None = None) -> OpenedSearch:
     """Create or load the study and check that it is the same search (data set, plugins, budget, scale).
 
     Every option is validated before the storage is touched, so a bad command leaves nothing behind.
+    ``plan_steps`` sizes the last rung of a *new* study (from a time limit); an existing study keeps its own.
     """
-    registry = default_registry()
+    registry = registry or default_registry()
     device = select_device(options.device)
-    steps = options.steps_per_trial or (CPU_STEPS if device.type == "cpu" else CUDA_STEPS)
     scale = "cpu" if device.type == "cpu" else "gpu"
-    make_pruner(options.pruner, steps)  # validates the names; the real ones are made in attach_study
+    make_pruner(options.pruner, CPU_STEPS)  # validates the names; the real ones are made in attach_study
     make_sampler(options.sampler, options.seed)
     chosen = options.encoders or options.poolings or options.heads
     try:
         requested = make_space(options.encoders, options.poolings, options.heads, registry)
     except PluginError:
-        _check_existing_space(root, home, options)  # a resumed study says which plugin *it* needs
+        _check_existing_space(root, home, options, registry)  # a resumed study says which plugin *it* needs
         raise
     work = open_workspace(root, home, split_seed=options.seed)
     name = options.study or study_name_for(work.store.dataset.name)
     url = options.storage or default_storage(home, name)
-    study = attach_study(url, name, options, steps, create=True)
+    study = attach_study(url, name, options, options.steps_per_trial or CPU_STEPS, create=True)
     space = requested
     if "space" in study.user_attrs:  # an existing study: its space, split and scale are fixed
         space = SearchSpace.from_json(study.user_attrs["space"])
@@ -155,18 +157,32 @@ def open_search(root: Path, home: Path, options: SearchOptions) -> OpenedSearch:
                                                          work.store.labels.numpy()))
         scale = study.user_attrs.get("scale", scale)  # model ranges stay those the study began with
     adopt_content_id(study, work.store)
+    steps = _steps_for(study, options, device.type, lambda: plan_steps(work, space, scale) if plan_steps else None)
     info = work.dataset_info()
-    check_frozen(study, {"dataset_fingerprint": info["fingerprint"], "space": space.to_json(),
-                         "steps_per_trial": steps, "scale": scale})
-    check_frozen(study, {"dataset": {k: info[k] for k in ("root", "name", "kind")},
-                         "split": work.split.to_json(work.store.paths)})
-    # Not frozen: what `automel worker` needs to join with the same engine; a rerun may change them.
-    study.set_user_attr(ENGINE_ATTR, {"target": options.trials, "sampler": options.sampler,
-                                      "pruner": options.pruner, "seed": options.seed, "keep": options.keep})
-    return OpenedSearch(study, work, space, url, steps, scale)
+    record = StudyRecord(space=space, dataset=DatasetRef(info["root"], info["name"], info["kind"]),
+                         content_id=info["fingerprint"], split=work.split.to_json(work.store.paths),
+                         steps_per_trial=steps, scale=scale,
+                         engine=EngineRecord(options.trials, options.sampler, options.pruner, options.seed, options.keep))
+    record.write(study)
+    study.pruner = make_pruner(options.pruner, steps)
+    if options.portfolio and not study.get_trials(deepcopy=False):
+        from automel.search.portfolio import enqueue_portfolio
+
+        enqueue_portfolio(study, space, scale, registry)
+    return OpenedSearch(study, work, space, url, steps, scale, options.pruner)
 
 
-def _check_existing_space(root: Path, home: Path, options: SearchOptions) -> None:
+def _steps_for(study: optuna.Study, options: SearchOptions, device_type: str, planned: Callable[[], int | None]
+               ) -> int:
+    """The last rung: the study's own, else ``--steps-per-trial``, else planned from the time limit."""
+    if "steps_per_trial" in study.user_attrs:
+        return options.steps_per_trial or int(study.user_attrs["steps_per_trial"])  # a mismatch is refused later
+    if options.steps_per_trial:
+        return options.steps_per_trial
+    return planned() or (CPU_STEPS if device_type == "cpu" else CUDA_STEPS)
+
+
+def _check_existing_space(root: Path, home: Path, options: SearchOptions, registry: Registry) -> None:
     """If the command resumes a study, check the study's own plugin list (without creating anything)."""
     name = options.study or study_name_for(read_dataset(root).name)
     if options.storage is None and not (home / f"{name}.db").exists():
@@ -177,7 +193,7 @@ def _check_existing_space(root: Path, home: Path, options: SearchOptions) -> Non
     except (KeyError, StudyError):
         return
     if "space" in study.user_attrs:
-        SearchSpace.from_json(study.user_attrs["space"]).check_installed(default_registry())
+        SearchSpace.from_json(study.user_attrs["space"]).check_installed(registry)
 
 
 def attach_study(url: str, name: str, options: SearchOptions, steps: int, create: bool) -> optuna.Study:
@@ -202,70 +218,35 @@ def _sampler_seed(seed: int, storage: optuna.storages.BaseStorage, name: str) ->
         return seed
 
 
-def run_search(root: Path, home: Path, options: SearchOptions, events: SearchEvents | None = None) -> SearchOutcome:
-    """Open (or resume) the study and run trials until it holds ``options.trials`` finished ones."""
-    return run_trials(open_search(root, home, options), home, options, events)
-
-
-class _SurplusTrial(Exception):
-    """Raised inside a trial that a worker started after the study's target was already covered."""
-
-
 class _HideSurplus(logging.Filter):
     """Optuna logs every failed trial with its traceback; a surplus trial is no failure worth one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "_SurplusTrial" not in record.getMessage()
+        return "SurplusTrial" not in record.getMessage()
 
 
 optuna.logging.get_logger("optuna.study._optimize").addFilter(_HideSurplus())
 
 
-def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events: SearchEvents | None = None
-               ) -> SearchOutcome:
-    """Run trials until the study holds ``options.trials`` finished ones (or ``options.limit`` finished here).
+def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events: SearchEvents | None = None,
+               deadline: float | None = None) -> SearchOutcome:
+    """Run trials until the study holds ``options.trials`` finished ones, ``options.limit`` finished here,
+    or the monotonic ``deadline`` passes (a trial still training then is cut and counts as pruned).
 
     Several processes may run this on one study: each trial first checks that the trials ahead of it
     (by number) do not already cover the target, so the study ends with exactly the target; and a
     process waits, rather than leaving, while other processes' trials could still fail and need a retry.
     """
     events = events or SearchEvents()
-    study, work, space, steps = opened.study, opened.work, opened.space, opened.steps
-    device = select_device(options.device)
+    study = opened.study
     store = artifact_store(artifact_dir(home, study.study_name))
-    outcome = SearchOutcome(study, opened.url, home)
-    events.on_start(study, steps)
+    outcome = SearchOutcome(study)
+    started = time.monotonic()
+    if options.timeout is not None:
+        deadline = min(deadline or float("inf"), started + options.timeout)
+    objective = TrialObjective(opened, options, store, events, deadline)
+    events.on_start(study, opened.steps)
     failed: list[str | None] = []  # per trial run here: its fail reason, or None if it did not fail
-
-    def objective(trial: optuna.Trial) -> float:
-        if _covered_ahead(study, trial.number) >= options.trials:
-            trial.set_user_attr(SURPLUS_ATTR, True)
-            raise _SurplusTrial("not needed: the trials ahead of it already reach the study's target")
-        with using_search_scale(opened.scale):
-            params = suggest_params(trial, space)
-        seed = options.seed * 100_003 + trial.number
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        events.on_trial_start(trial.number, params)
-        settings = RunSettings(steps=steps, valid_every=max(1, steps // VALIDATIONS), seed=seed, device=options.device)
-        try:
-            model, result, record = train_run(params, work, settings, device, [_pruning(trial)], events.on_progress)
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
-            raise
-        except Exception as exc:
-            with contextlib.suppress(UpdateFinishedTrialError):  # unless another worker failed it already
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
-            raise
-        finally:
-            release_memory(device)
-        trial.set_user_attr("steps", result.steps)
-        trial.set_user_attr("seconds", round(result.seconds, 2))
-        trial.set_user_attr("best_step", result.best_step)
-        if result.stopped_by_callback:
-            raise optuna.TrialPruned(f"pruned at step {result.steps}")
-        save_trial_artifacts(trial, store, model.state_dict(), record)
-        return result.best_valid_acc
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         real_failure = trial.state == TrialState.FAIL and not is_surplus(trial)
@@ -276,10 +257,10 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
             outcome.finished_here += 1
         events.on_trial_end(study, trial)
 
-    started, failures_in_a_row = time.monotonic(), 0
+    failures_in_a_row = 0
     try:
-        while (action := _next_action(study, options, outcome, started)) != "stop":
-            if action == "wait":  # the remaining trials run elsewhere: wait for them, or for their heartbeats to lapse
+        while (action := next_action(study, options, outcome, deadline)) is not Action.STOP:
+            if action is Action.WAIT:
                 _fail_stale(study)
                 time.sleep(WAIT_POLL_S)
                 continue
@@ -290,7 +271,7 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
                     raise
                 # Another worker took this trial for dead (its heartbeats came too late), failed it and
                 # queued a retry; the retry counts, this run does not.
-                failed.append("taken over by another worker: its heartbeats came too late")
+                failed.append(TAKEN_OVER)
             failures_in_a_row = failures_in_a_row + 1 if failed and failed[-1] is not None else 0
             if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
                 raise StudyError(f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row; last: {failed[-1]}")
@@ -300,21 +281,24 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
     return outcome
 
 
-def _next_action(study: optuna.Study, options: SearchOptions, outcome: SearchOutcome, started: float) -> str:
-    """``run`` a trial, ``wait`` for other processes' trials, or ``stop``."""
+TAKEN_OVER = "taken over by another worker: its heartbeats came too late"
+
+
+def next_action(study: optuna.Study, options: SearchOptions, outcome: SearchOutcome, deadline: float | None
+                ) -> Action:
     counts = state_counts(study)
     if counts["finished"] >= options.trials:
-        return "stop"
+        return Action.STOP
     if options.limit is not None and outcome.finished_here >= options.limit:
-        return "stop"
-    if options.timeout is not None and time.monotonic() - started >= options.timeout:
-        return "stop"
+        return Action.STOP
+    if deadline is not None and time.monotonic() >= deadline:
+        return Action.STOP
     if counts["waiting"] == 0 and counts["finished"] + counts["running"] >= options.trials:
-        return "wait"
-    return "run"
+        return Action.WAIT
+    return Action.RUN
 
 
-def _covered_ahead(study: optuna.Study, number: int) -> int:
+def covered_ahead(study: optuna.Study, number: int) -> int:
     """Trials numbered before ``number`` that finished or may still finish (running or queued)."""
     alive = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
     return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and t.state in alive)
@@ -324,14 +308,6 @@ def _fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():  # experimental in Optuna; the same call optimize() makes per trial
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-
-
-def _pruning(trial: optuna.Trial) -> Callable[[int, dict[str, float]], bool]:
-    def report(step: int, metrics: dict[str, float]) -> bool:
-        trial.report(metrics["valid_acc"], step)
-        return trial.should_prune()
-
-    return report
 
 
 def load_study(home: Path, study: str | None, storage: str | None) -> optuna.Study:

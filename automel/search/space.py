@@ -75,6 +75,8 @@ def suggest_train(trial: optuna.trial.BaseTrial) -> TrainParams:
         segment_len=trial.suggest_categorical("train.segment_len", by_scale([64, 128], [128, 192, 256])),
         weight_decay=trial.suggest_float("train.weight_decay", 1e-4, 0.1, log=True),
         normalize=trial.suggest_categorical("train.normalize", ["global", "utterance"]),
+        specaugment=trial.suggest_categorical("train.specaugment", ["off", "light", "strong"]),
+        channel_aug=trial.suggest_categorical("train.channel_aug", ["off", "light", "strong"]),
     )
 
 

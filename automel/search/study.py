@@ -28,7 +28,10 @@ MAX_RETRY = 2
 SQLITE_BUSY_TIMEOUT_S = 60
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("asha", "median", "hyperband", "none")
+# Successive halving over training steps: rungs at top/9, top/3 and top steps; a third goes on each time.
+RUNGS, REDUCTION = 3, 3
+VALIDATIONS = 4  # per trial with the median or Hyperband pruner: each is a pruning checkpoint
 
 
 def study_name_for(dataset_name: str) -> str:
@@ -164,7 +167,22 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"--sampler {name!r} is unknown (choose {', '.join(SAMPLERS)})")
 
 
+def rung_steps(steps: int) -> list[int]:
+    """The steps at which successive halving compares trials: ``steps / 3**k``, the last being ``steps``."""
+    first = max(1, steps // REDUCTION ** (RUNGS - 1))
+    return [first * REDUCTION**k for k in range(RUNGS - 1)] + [steps]
+
+
 def make_pruner(name: str, steps: int) -> optuna.pruners.BasePruner:
+    """``asha`` (the default): Optuna's asynchronous successive halving over training steps.
+
+    Of the trials that reach a rung, the best third go on to the next; the rest stop there. It needs no
+    synchronisation, so workers sharing a study use it unchanged (Li et al. 2020, "A system for massively
+    parallel hyperparameter tuning").
+    """
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=rung_steps(steps)[0],
+                                                      reduction_factor=REDUCTION, min_early_stopping_rate=0)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, steps // 4))
     if name == "hyperband":
@@ -181,19 +199,3 @@ def adopt_content_id(study: optuna.Study, store: FeatureStore) -> None:
     recorded = study.user_attrs.get("dataset_fingerprint")
     if recorded not in (None, store.content_id) and recorded == fingerprint_dataset(store.dataset.root, version=1):
         study.set_user_attr("dataset_fingerprint", store.content_id)
-
-
-def check_frozen(study: optuna.Study, frozen: dict[str, Any]) -> None:
-    """Record ``frozen`` attributes on a new study; on an old one, refuse any that differ."""
-    attrs = study.user_attrs
-    for key, value in frozen.items():
-        if key not in attrs:
-            study.set_user_attr(key, value)
-        elif attrs[key] != value:
-            raise StudyError(f"study '{study.study_name}' was created with {key} = {_short(attrs[key])}, "
-                             f"not {_short(value)}; use another --study name for a different search")
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) < 120 else text[:117] + "..."

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from automel.data.augment import LEVELS as AUGMENT_LEVELS
 from automel.errors import ConfigError
 from automel.normalize import DEFAULT_NORMALIZE
 
@@ -19,22 +20,29 @@ class TrainParams:
     """What a search samples besides the model: recorded as ``train.lr``, ``train.batch_size``, …
 
     ``warmup`` is the fraction of steps spent warming the learning rate up linearly before the cosine
-    decay (the course used 1,000 of 70,000 steps). ``normalize`` is the feature normalisation in front of
+    decay (the course used 1,000 of 70,000 steps); ``warmup_steps`` > 0 replaces it with that many steps,
+    capped at half the run (the course's warm-up whatever the run's length). ``normalize`` is the feature normalisation in front of
     the encoder: per-dimension mean/variance of the training set (``global``), per utterance (CMVN), or
-    ``none`` (the course sample).
+    ``none`` (the course sample). ``specaugment`` and ``channel_aug`` are the strengths (``off``, ``light``,
+    ``strong``) of the training-batch augmentation in :mod:`automel.data.augment`.
     """
 
     lr: float = 1e-3
     warmup: float = 0.05
+    warmup_steps: int = 0  # 0: use the ``warmup`` fraction
     batch_size: int = 32
     segment_len: int = 128
     weight_decay: float = 0.01
     normalize: str = DEFAULT_NORMALIZE  # one of NORMALIZE_MODES
+    specaugment: str = "off"  # one of AUGMENT_LEVELS
+    channel_aug: str = "off"  # one of AUGMENT_LEVELS
 
     def __post_init__(self) -> None:
         checks = {"lr": self.lr > 0, "warmup": 0 <= self.warmup < 1, "batch_size": self.batch_size >= 1,
+                  "warmup_steps": self.warmup_steps >= 0,
                   "segment_len": self.segment_len >= 8, "weight_decay": self.weight_decay >= 0,
-                  "normalize": self.normalize in NORMALIZE_MODES}
+                  "normalize": self.normalize in NORMALIZE_MODES,
+                  "specaugment": self.specaugment in AUGMENT_LEVELS, "channel_aug": self.channel_aug in AUGMENT_LEVELS}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"train.{name} = {getattr(self, name)!r} is out of range")
@@ -50,7 +58,7 @@ class TrainParams:
                     raise ConfigError(f"unknown training parameter '{key}' (known: {', '.join(fields)})")
                 values[name] = value
         try:
-            for name in ("batch_size", "segment_len"):
+            for name in ("batch_size", "segment_len", "warmup_steps"):
                 if name in values:
                     values[name] = int(values[name])
             return cls(**values)
@@ -60,6 +68,10 @@ class TrainParams:
     def to_params(self) -> dict[str, Any]:
         return {PREFIX + k: v for k, v in dataclasses.asdict(self).items()}
 
+    def warmup_for(self, steps: int) -> int:
+        """Warm-up steps in a run of ``steps``: ``warmup_steps`` capped at half the run, else the fraction."""
+        return min(self.warmup_steps, steps // 2) if self.warmup_steps else int(self.warmup * steps)
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -67,6 +79,9 @@ class RunSettings:
 
     ``valid_every`` steps the loop validates on full-length utterances and calls the callbacks.
     ``amp`` enables bf16 (or fp16 with loss scaling) autocast on CUDA; CPU always runs float32.
+    ``validate`` False trains without any validation and keeps the last weights (a refit on all labelled
+    data has nothing held out). ``deadline`` (a ``time.monotonic()`` value) ends the run early, at the
+    next logging step after it passes.
     """
 
     steps: int = 2000
@@ -77,6 +92,8 @@ class RunSettings:
     amp: bool = True
     compile: bool = False
     log_every: int = 25
+    validate: bool = True
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.valid_every < 1 or self.log_every < 1:

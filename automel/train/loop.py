@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from automel.data.augment import Augmenter
 from automel.data.batching import RandomCrops, full_length_batches
 from automel.data.split import Split
 from automel.data.store import FeatureStore
@@ -43,6 +44,7 @@ class TrainResult:
     stopped_by_callback: bool
     best_state: dict[str, torch.Tensor]
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by_deadline: bool = False  # ``settings.deadline`` passed before the last step
 
 
 def lr_lambda(steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -67,10 +69,11 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
     step_fn = torch.compile(model) if settings.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(settings.steps, int(params.warmup * settings.steps)))
+        optimizer, lr_lambda(settings.steps, params.warmup_for(settings.steps)))
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     batches = RandomCrops(store, split.train, params.batch_size, params.segment_len, seed=settings.seed)
+    augment = Augmenter.from_params(params, settings.seed)  # training batches only, never validation
     result = TrainResult(-1.0, 0, 0, 0.0, False, {})
     window_losses: list[torch.Tensor] = []
     correct = torch.zeros((), device=device)
@@ -80,6 +83,7 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
     for step in range(1, settings.steps + 1):
         batch = next(batches)
         x, mask, labels = batch.x.to(device, non_blocking=True), batch.mask.to(device), batch.labels.to(device)
+        x = augment(x, mask)
         set_head_progress(getattr(model, "head", model), step / settings.steps)
         with autocast(device, amp_dtype):
             logits = step_fn(x, mask, labels)
@@ -98,11 +102,14 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
         last = step == settings.steps
         if step % settings.log_every and step % settings.valid_every and not last:
             continue
+        if settings.deadline is not None and time.monotonic() >= settings.deadline and not last:
+            # Out of time: end here like a last step (validated, if the run validates at all).
+            result.stopped_by_deadline, last = True, True
         train_loss = _check_window(window_losses, step)
         metrics = {"step": float(step), "loss": train_loss, "train_acc": float(correct) / max(seen, 1),
                    "lr": float(schedule.get_last_lr()[0]), "seconds": time.perf_counter() - started}
         window_losses, correct, seen = [], torch.zeros((), device=device), 0
-        if step % settings.valid_every == 0 or last:
+        if (step % settings.valid_every == 0 or last) and settings.validate:
             metrics.update(_validate(model, store, split, device, amp_dtype))
             _keep_best(result, model, step, metrics["valid_acc"])
             result.history.append(metrics)
@@ -116,6 +123,11 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
         elif on_progress:
             on_progress(step, metrics)
         result.steps = step
+        if last:
+            break
+    if not settings.validate:  # a refit on all labelled data: no held-out score, keep the last weights
+        result.best_step = result.steps
+        result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     result.seconds = time.perf_counter() - started
     del optimizer, schedule
     release_memory(device)

@@ -19,7 +19,7 @@ from automel.plugin_info import describe_plugins, format_distribution, probe_spa
 from automel.registry import LoadFailure, Registry
 from tests.conftest import run
 
-BUILTINS = {"encoder": ["conformer", "transformer"], "pooling": ["attentive-stats", "mean", "self-attention"],
+BUILTINS = {"encoder": ["conformer", "tdnn", "transformer"], "pooling": ["attentive-stats", "mean", "self-attention"],
             "head": ["aam-softmax", "am-softmax", "softmax"]}
 
 

@@ -85,6 +85,7 @@ def test_every_builtin_is_checked() -> None:
     names = {_id(p) for p in PLUGINS}
     assert {"encoder:transformer", "encoder:conformer", "pooling:mean", "pooling:self-attention"} <= names
     assert {"pooling:attentive-stats", "head:softmax", "head:am-softmax", "head:aam-softmax"} <= names
+    assert "encoder:tdnn" in names
 
 
 COMBOS = [

@@ -110,7 +110,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 FAST = ["--poolings", "mean", "--heads", "softmax", "--device", "cpu"]
-TINY = ["--trials", "2", "--steps-per-trial", "10", "--pruner", "none"]
+TINY = ["--trials", "2", "--steps-per-trial", "10", "--pruner", "none", "--no-refit", "--quality", "fast"]
 
 
 def install(site: Path, name: str) -> None:

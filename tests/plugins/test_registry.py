@@ -106,7 +106,7 @@ def test_unknown_name_lists_installed() -> None:
     with pytest.raises(PluginError) as info:
         registry.get("encoder", "lstm")
     message = str(info.value)
-    assert "'lstm'" in message and "conformer, transformer" in message
+    assert "'lstm'" in message and "conformer, tdnn, transformer" in message
     with pytest.raises(PluginError, match="am-softmax"):
         registry.get("head", "arcface")
 

@@ -21,8 +21,9 @@ from automel.train.run import open_workspace
 from tests.conftest import run
 
 # Small, fast plugins: the point here is the engine's behaviour, not model quality.
+# --no-refit --quality fast: these tests are about the trials themselves, so the export is the best trial.
 FAST = ["--encoders", "transformer", "--poolings", "mean,attentive-stats", "--heads", "softmax,am-softmax",
-        "--device", "cpu"]
+        "--device", "cpu", "--no-refit", "--quality", "fast"]
 
 
 def load(home: Path, name: str) -> optuna.Study:

@@ -65,7 +65,8 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(cli: CliRunner, hw4_
                                                              isolated_home: Path, flaky_registered: None) -> None:
     code, stdout, stderr = run(cli, "search", "--data", hw4_sample, "--study", "flaky", "--trials", 4,
                                "--steps-per-trial", 20, "--encoders", "flaky", "--poolings", "mean",
-                               "--heads", "softmax", "--sampler", "random", "--seed", 3, "--device", "cpu")
+                               "--heads", "softmax", "--sampler", "random", "--seed", 3, "--device", "cpu",
+                               "--no-refit", "--quality", "fast")
     assert code == 0, stderr
     study = optuna.load_study(study_name="flaky",
                               storage=open_storage(default_storage(isolated_home, "flaky"), heartbeat=False))

@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 from automel.search.study import default_storage, open_storage
 
 SEARCH = ["search", "--study", "proc", "--steps-per-trial", "400", "--encoders", "transformer", "--poolings", "mean",
-          "--heads", "softmax", "--device", "cpu", "--pruner", "none", "--grace-period", "3"]
+          "--heads", "softmax", "--device", "cpu", "--pruner", "none", "--grace-period", "3", "--no-refit",
+          "--quality", "fast"]
 
 
 def automel(home: Path, *args: str) -> subprocess.Popen[str]:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from automel.errors import StudyError
 from automel.search.journal import HEARTBEAT_ATTR, HeartbeatJournalStorage
 from automel.search.parallel import plan_devices, threads_per_worker
-from automel.search.runner import _covered_ahead, is_surplus, state_counts
+from automel.search.runner import covered_ahead, is_surplus, state_counts
 from automel.search.study import open_storage
 
 
@@ -92,8 +92,8 @@ def test_trials_ahead_decide_the_surplus(tmp_path: Path) -> None:
     study.tell(failed, state=TrialState.FAIL)
     running = study.ask()
     mine = study.ask()
-    assert _covered_ahead(study, mine.number) == 3  # two complete + one running; the failure does not count
-    assert _covered_ahead(study, running.number) == 2
+    assert covered_ahead(study, mine.number) == 3  # two complete + one running; the failure does not count
+    assert covered_ahead(study, running.number) == 2
     mine.set_user_attr("surplus", True)
     study.tell(mine, state=TrialState.FAIL)
     counts = state_counts(study)
@@ -105,7 +105,8 @@ def test_two_exports_at_once_write_one_valid_export(hw4_sample: Path, isolated_h
     from tests.conftest import run
 
     code, _, err = run(cli, "search", "--data", hw4_sample, "--study", "x", "--trials", "2", "--steps-per-trial", "20",
-                       "--encoders", "transformer", "--poolings", "mean", "--heads", "softmax", "--pruner", "none")
+                       "--encoders", "transformer", "--poolings", "mean", "--heads", "softmax", "--pruner", "none",
+                       "--no-refit", "--quality", "fast")
     assert code == 0, err
     from automel.search.export import export_best
     from automel.search.runner import load_study
@@ -134,7 +135,7 @@ def test_a_study_from_before_content_ids_resumes_and_exports(hw4_sample: Path, i
     from tests.conftest import run
 
     args = ["search", "--data", hw4_sample, "--study", "old", "--steps-per-trial", "20", "--encoders", "transformer",
-            "--poolings", "mean", "--heads", "softmax", "--pruner", "none"]
+            "--poolings", "mean", "--heads", "softmax", "--pruner", "none", "--no-refit", "--quality", "fast"]
     assert run(cli, *args, "--trials", "1")[0] == 0
     study = load_study(isolated_home, "old", None)
     content_id = study.user_attrs["dataset_fingerprint"]

@@ -26,7 +26,7 @@ from automel.search.runner import is_surplus
 from automel.search.study import open_storage
 
 FAST = ["--steps-per-trial", "20", "--encoders", "transformer", "--poolings", "mean", "--heads", "softmax",
-        "--device", "cpu", "--pruner", "none", "--grace-period", "6"]
+        "--device", "cpu", "--pruner", "none", "--grace-period", "6", "--no-refit", "--quality", "fast"]
 
 
 @pytest.fixture(params=["sqlite", "journal", "postgresql"])

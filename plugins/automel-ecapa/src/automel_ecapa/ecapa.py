@@ -216,5 +216,21 @@ class EcapaTdnn(EncoderPlugin):
         )
 
     @classmethod
+    def portfolio(cls) -> list[dict[str, Any]]:
+        """ECAPA-TDNN + attentive statistics + AAM-softmax, the paper's recipe, sized for the search scale."""
+        return [{
+            "priority": 2.0,
+            "encoder": cls.name, cls.param("channels"): by_scale(128, 512), cls.param("scale"): 4,
+            cls.param("num_blocks"): 3, cls.param("se_channels"): by_scale(64, 128),
+            cls.param("mfa_channels"): by_scale(384, 1536),
+            "pooling": "attentive-stats", "pooling.attentive-stats.hidden": 128,
+            "head": "aam-softmax", "head.aam-softmax.embed_dim": 192, "head.aam-softmax.scale": 30.0,
+            "head.aam-softmax.margin": 0.2,
+            "train.lr": 2e-3, "train.warmup": 0.1, "train.batch_size": by_scale(32, 64),
+            "train.segment_len": by_scale(128, 192), "train.weight_decay": 1e-3, "train.normalize": "global",
+            "train.specaugment": "light", "train.channel_aug": "light",
+        }]
+
+    @classmethod
     def build(cls, config: Any, in_dim: int) -> EcapaTdnnEncoder:
         return EcapaTdnnEncoder(config, in_dim)

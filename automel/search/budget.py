@@ -1,0 +1,175 @@
+"""The wall-clock budget of ``automel search --time-limit``: how it is parsed, split and accounted for.
+
+One limit covers the whole job: search, ensemble selection, refit and export. A quality preset
+(``--quality``, like AutoGluon's presets) decides the split:
+
+- ``fast``: a short search and a long refit of the winner, no ensemble;
+- ``balanced`` (default): half the time searching, the rest for refitting up to 3 ensemble members;
+- ``best``: a longer search, up to 5 members, and refits with several seeds.
+
+:class:`Clock` is the single source of "how much time is left"; every phase asks it for a deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from automel.errors import ConfigError
+from automel.plugin import using_search_scale
+
+if TYPE_CHECKING:
+    import torch
+
+    from automel.registry import Registry
+    from automel.search.space import SearchSpace
+    from automel.train.run import Workspace
+
+DEFAULT_TIME_LIMIT_S = 10 * 60.0
+MIN_TIME_LIMIT_S = 30.0  # one short trial, a short refit and the export; less cannot produce a model
+# Set aside for the export (validation and test predictions, files): a floor plus a share of the limit.
+EXPORT_RESERVE_S, EXPORT_RESERVE_SHARE = 5.0, 0.03
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How a quality preset splits the budget and how much it tries after the search."""
+
+    name: str
+    search_share: float  # of the time limit, for trials
+    top_rung_share: float  # of the search time, for one trial that runs to the last rung
+    ensemble_size: int  # most members of the ensemble (1 = no ensemble)
+    refit_seeds: int  # most seeds of a single refit model, when time allows more than one long run
+
+
+QUALITIES: dict[str, Quality] = {
+    "fast": Quality("fast", search_share=0.35, top_rung_share=1 / 4, ensemble_size=1, refit_seeds=1),
+    "balanced": Quality("balanced", search_share=0.5, top_rung_share=1 / 6, ensemble_size=3, refit_seeds=2),
+    "best": Quality("best", search_share=0.55, top_rung_share=1 / 8, ensemble_size=5, refit_seeds=3),
+}
+DEFAULT_QUALITY = "balanced"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
+
+
+def parse_duration(text: str, what: str = "--time-limit") -> float:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1.5h`` or plain ``600``; :class:`ConfigError` otherwise."""
+    match = _DURATION.match(str(text))
+    if match is None:
+        raise ConfigError(f"{what} {text!r} is not a duration (use e.g. 90s, 30m, 2h or plain seconds)")
+    seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{what} {text!r} must be longer than zero")
+    return seconds
+
+
+def quality_named(name: str) -> Quality:
+    try:
+        return QUALITIES[name]
+    except KeyError:
+        raise ConfigError(f"--quality {name!r} is unknown (choose {', '.join(QUALITIES)})") from None
+
+
+def check_time_limit(seconds: float) -> None:
+    if seconds < MIN_TIME_LIMIT_S:
+        raise ConfigError(f"--time-limit {seconds:g}s is shorter than the shortest useful run "
+                          f"({MIN_TIME_LIMIT_S:g}s: one short trial, a refit and the export)")
+
+
+@dataclass
+class Clock:
+    """Time since the command started, against its limit; records how long each phase took."""
+
+    limit_s: float
+    quality: Quality
+    started: float = field(default_factory=time.monotonic)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def left(self) -> float:
+        return self.limit_s - self.elapsed()
+
+    @property
+    def export_reserve_s(self) -> float:
+        return EXPORT_RESERVE_S + EXPORT_RESERVE_SHARE * self.limit_s
+
+    def search_deadline(self) -> float:
+        """Monotonic time at which no trial may still be training."""
+        return self.started + self.quality.search_share * self.limit_s
+
+    def finish_deadline(self) -> float:
+        """Monotonic time by which refits must end, leaving the export its reserve."""
+        return self.started + self.limit_s - self.export_reserve_s
+
+    def record(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
+
+    def summary(self) -> dict[str, object]:
+        return {"time_limit_s": self.limit_s, "quality": self.quality.name, "phases_s": dict(self.phases),
+                "total_s": round(self.elapsed(), 3), "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def plan_top_rung(search_s: float, quality: Quality, seconds_per_step: float, rungs: int,
+                  reduction: int) -> int:
+    """Steps of the last rung such that one trial reaching it takes ``top_rung_share`` of the search.
+
+    The first rung is ``top / reduction**(rungs-1)`` steps, at least ``MIN_FIRST_RUNG``: only a search too
+    short for even that plans trials longer than its share (the time limit then cuts them).
+    """
+    affordable = quality.top_rung_share * search_s / max(seconds_per_step, 1e-6)
+    first = max(MIN_FIRST_RUNG, int(affordable / reduction ** (rungs - 1)))
+    return min(first * reduction ** (rungs - 1), MAX_TOP_RUNG)
+
+
+MIN_FIRST_RUNG = 4
+MAX_TOP_RUNG = 100_000
+CALIBRATION_STEPS = 10
+
+
+def calibration_params(space: SearchSpace, scale: str, registry: Registry) -> dict[str, Any]:
+    """The configuration the step plan is measured on: the first portfolio entry, else a random draw."""
+    from automel.search.portfolio import portfolio
+    from automel.search.space import suggest_params
+
+    entries = portfolio(space, scale, registry)
+    if entries:
+        return entries[0]
+    with using_search_scale(scale):
+        return suggest_params(_random_trial(), space, registry)
+
+
+def _random_trial() -> optuna.Trial:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    return study.ask()
+
+
+def seconds_per_step(params: dict[str, Any], work: Workspace, device: torch.device) -> float:
+    """Measured training speed of ``params`` on this machine: a few real steps of the shared loop."""
+    from automel.train.config import RunSettings
+    from automel.train.run import train_run
+
+    settings = RunSettings(steps=CALIBRATION_STEPS, valid_every=CALIBRATION_STEPS, validate=False)
+    _, result, _ = train_run(params, work, settings, device)
+    return result.seconds / max(result.steps, 1)
+
+
+def step_planner(clock: Clock, device: torch.device, registry: Registry
+                 ) -> Callable[[Workspace, SearchSpace, str], int]:
+    """Sizes a new study's last rung so one full trial takes the quality's share of the search time."""
+    from automel.search.study import REDUCTION, RUNGS
+
+    def plan(work: Workspace, space: SearchSpace, scale: str) -> int:
+        rate = seconds_per_step(calibration_params(space, scale, registry), work, device)
+        search_s = max(clock.search_deadline() - time.monotonic(), 1.0)
+        return plan_top_rung(search_s, clock.quality, rate, RUNGS, REDUCTION)
+
+    return plan

@@ -1,0 +1,307 @@
+"""After the search: choose an ensemble, refit on all labelled data, export (AutoGluon's recipe).
+
+1. **Candidates.** The best completed trials with kept weights, one per distinct configuration.
+2. **Ensemble.** Caruana's greedy selection on their validation probabilities
+   (:func:`automel.ensemble.greedy_ensemble`). It is used only when it beats the best single trial on
+   validation accuracy; otherwise the best trial goes on alone.
+3. **Refit.** Each chosen configuration is trained again on training + validation utterances. The step
+   budget comes from what the search learned: the trial's steps, scaled by the added data, and then as
+   much longer as the time left allows (at most ``REFIT_LONGER`` times). A single model with time to
+   spare gets several seeds, averaged like an ensemble. A refit model has no held-out score: the card says
+   so and names the trial, and its validation accuracy, that it came from.
+4. **Export.** Written to a temporary folder and renamed, so the previous export stays whole until the
+   new one is complete; Ctrl-C or a crash in any step leaves it, and every finished trial, untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from automel.errors import StudyError
+from automel.runs import RunRecord, load_run, write_run_dir
+from automel.search.artifacts import artifact_store, download_trial, has_weights
+from automel.search.record import StudyRecord
+from automel.search.study import adopt_content_id, artifact_dir
+from automel.train.config import RunSettings
+from automel.train.device import release_memory
+from automel.train.run import Workspace, open_workspace, test_submission, train_run
+
+REFIT_LONGER = 8.0  # a refit trains at most this many times the (data-scaled) steps of its trial
+Note = Callable[[str], None]  # progress lines for the CLI (library code never prints)
+
+
+@dataclass(frozen=True)
+class FinishOptions:
+    refit: bool = True
+    ensemble_size: int = 3  # most members; 1 = never an ensemble
+    refit_seeds: int = 1  # most seeds of a single refit model
+    steps: int | None = None  # fixed refit steps (``automel refit --steps``); None: from the trial and the time
+
+
+@dataclass
+class Member:
+    """One configuration of the export: the trial it comes from and the weight it gets."""
+
+    trial: FrozenTrial
+    weight: float
+    model: torch.nn.Module | None = None  # the trial's own weights (None when they were not kept)
+    record: RunRecord | None = None
+
+
+@dataclass
+class FinishResult:
+    path: Path
+    kind: str  # "trial", "refit" or "ensemble"
+    members: list[dict[str, Any]] = field(default_factory=list)
+    ensemble: dict[str, float] | None = None  # validation accuracy of the ensemble vs the best single trial
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: ensemble, refit, export
+
+
+def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device: torch.device,
+                 deadline: float | None = None, data_root: Path | None = None, note: Note = lambda _: None,
+                 out: Path | None = None) -> FinishResult:
+    """Ensemble, refit and export study ``study``'s best configurations to ``out`` (default ``<study>/best``)."""
+    from automel.search.export import exclusive
+
+    record = StudyRecord.read(study)
+    work = _workspace(study, record, home, data_root)
+    marks = [time.monotonic()]
+    members = _choose_members(study, home, work, options, device, note)
+    marks.append(time.monotonic())
+    ensemble = {"single_valid_acc": members[0].trial.value or 0.0, **getattr(members, "scores", {})}
+    fitted = _refit_members(members, work, options, device, deadline, note) if options.refit else None
+    marks.append(time.monotonic())
+    target = out or home / study.study_name / "best"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(target.parent / ".export.lock"):  # never two exports into one folder at once
+        result = _export(study, work, members, fitted, target, ensemble if len(members) > 1 else None)
+    marks.append(time.monotonic())
+    result.timings = {phase: round(b - a, 3) for phase, a, b in zip(("ensemble", "refit", "export"), marks[:-1], marks[1:],
+                                                                     strict=True)}
+    return result
+
+
+def _workspace(study: optuna.Study, record: StudyRecord, home: Path, data_root: Path | None) -> Workspace:
+    root = data_root or Path(record.dataset.root)
+    if not root.is_dir():
+        raise StudyError(f"the study's data set {root} is gone; pass --data to export against a copy")
+    work = open_workspace(root, home, split_record=record.split)
+    adopt_content_id(study, work.store)
+    if work.store.content_id != StudyRecord.read(study).content_id:
+        raise StudyError(f"{root} has changed since the study ran (fingerprint differs); cannot export faithfully")
+    return work
+
+
+class _Members(list[Member]):
+    scores: dict[str, float]
+
+
+def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: FinishOptions,
+                    device: torch.device, note: Note) -> _Members:
+    """The best trial alone, or the greedy ensemble of the kept candidates when it validates better."""
+    store = artifact_store(artifact_dir(home, study.study_name))
+    candidates = distinct_best(study, store)
+    if not candidates:
+        if not options.refit:
+            raise StudyError(f"study '{study.study_name}' has no completed trial to export yet")
+        leader = best_reached(study)  # nothing completed (a very short limit): refit the furthest trial
+        note(f"no trial reached the last rung; refitting trial {leader.number}, the furthest")
+        return _Members([Member(leader, 1.0)])
+    members = [_with_weights(Member(t, 0.0), store) for t in candidates[: max(options.ensemble_size, 1) * 2]]
+    chosen = _Members([dataclasses.replace(members[0], weight=1.0)])
+    if options.ensemble_size > 1 and len(members) > 1 and len(work.split.valid):
+        from automel.ensemble import greedy_ensemble, predict_proba
+
+        started = time.monotonic()
+        probas = [predict_proba(_model(m), work.store, work.split.valid, device) for m in members]
+        labels = work.store.labels.numpy()[work.split.valid]
+        choice = greedy_ensemble(probas, labels)
+        picked = sorted(choice.members, key=lambda i: -choice.weights[i])[: options.ensemble_size]
+        scores = {"ensemble_valid_acc": choice.valid_acc, "single_valid_acc": choice.best_single_acc,
+                  "seconds": round(time.monotonic() - started, 3)}
+        if len(picked) > 1 and choice.valid_acc > choice.best_single_acc:
+            total = sum(float(choice.weights[i]) for i in picked)
+            chosen = _Members([dataclasses.replace(members[i], weight=float(choice.weights[i]) / total)
+                               for i in picked])
+            note(f"ensemble of trials {', '.join(str(m.trial.number) for m in chosen)}: valid accuracy "
+                 f"{choice.valid_acc:.2%} vs {choice.best_single_acc:.2%} for the best single trial")
+        else:
+            note(f"no ensemble: it validates at {choice.valid_acc:.2%}, the best single trial at "
+                 f"{choice.best_single_acc:.2%}")
+        chosen.scores = scores
+    return chosen
+
+
+def _model(member: Member) -> torch.nn.Module:
+    assert member.model is not None, "candidates are loaded with their weights"
+    return member.model
+
+
+def distinct_best(study: optuna.Study, store: Any) -> list[FrozenTrial]:
+    """Completed trials with kept weights, best first, one per distinct configuration."""
+    seen: set[str] = set()
+    out = []
+    for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                        key=lambda t: (-(t.value or 0.0), t.number)):
+        key = json.dumps(trial.params, sort_keys=True, default=str)
+        if key not in seen and has_weights(store, trial):
+            seen.add(key)
+            out.append(trial)
+    return out
+
+
+def best_reached(study: optuna.Study) -> FrozenTrial:
+    """The trial that got furthest (most steps reported), and among those the most accurate."""
+    ranked = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+              if t.intermediate_values]
+    if not ranked:
+        raise StudyError(f"study '{study.study_name}' has no trial that trained far enough to refit")
+    return max(ranked, key=lambda t: (max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)],
+                                      -t.number))
+
+
+def _with_weights(member: Member, store: Any) -> Member:
+    with tempfile.TemporaryDirectory() as tmp:
+        model, record = load_run(download_trial(store, member.trial, Path(tmp)))
+    return dataclasses.replace(member, model=model, record=record)
+
+
+def refit_workspace(work: Workspace) -> Workspace:
+    """The same store with every labelled utterance in training and nothing held out."""
+    from automel.data.split import Split
+
+    split = work.split
+    everything = np.sort(np.concatenate([split.train, split.valid]))
+    return Workspace(work.store, Split(everything, np.empty(0, dtype=np.int64), split.seed, split.valid_fraction))
+
+
+def refit_plan(trial: FrozenTrial, data_ratio: float, seconds: float | None, max_seeds: int = 1,
+               fixed: int | None = None) -> tuple[int, int]:
+    """``(steps, seeds)`` for refitting ``trial`` on ``data_ratio`` times its training data.
+
+    ``fixed`` steps win. Otherwise the base is the trial's steps scaled by the data; with ``seconds`` to
+    spend, the run is stretched to fill them (at the trial's measured speed, with a 10 % margin) up to
+    ``REFIT_LONGER`` times the base, and time for several such runs buys up to ``max_seeds`` seeds.
+    ``steps`` is 0 when the time left cannot even pay for half the base: the trial's own model is better.
+    """
+    if fixed is not None:
+        return fixed, 1
+    trained = int(trial.user_attrs.get("steps") or 1)
+    base = max(1, math.ceil(trained * data_ratio))
+    if seconds is None:
+        return base, 1
+    rate = trained / max(float(trial.user_attrs.get("seconds") or 0.0), 1e-3)  # steps/s, validation included
+    affordable = seconds * rate * 0.9
+    longest = int(base * REFIT_LONGER)
+    if affordable < base * 0.5:
+        return 0, 0
+    if affordable >= 2 * longest:
+        return longest, max(1, min(max_seeds, int(affordable // longest)))
+    return int(min(longest, affordable)), 1
+
+
+@dataclass
+class Fitted:
+    member: Member
+    models: list[tuple[torch.nn.Module, RunRecord]]
+
+
+def _refit_members(members: list[Member], work: Workspace, options: FinishOptions, device: torch.device,
+                   deadline: float | None, note: Note) -> list[Fitted]:
+    everything = refit_workspace(work)
+    ratio = len(everything.split.train) / max(len(work.split.train), 1)
+    fitted = []
+    for index, member in enumerate(members):
+        share = None if deadline is None else (deadline - time.monotonic()) / (len(members) - index)
+        steps, seeds = refit_plan(member.trial, ratio, share, options.refit_seeds if len(members) == 1 else 1,
+                                  options.steps)
+        if steps == 0 and member.model is not None and member.record is not None:
+            note(f"no time left to refit trial {member.trial.number}; its own model is exported")
+            fitted.append(Fitted(member, [(member.model, member.record)]))
+            continue
+        fitted.append(Fitted(member, [_refit_one(member, everything, max(steps, 1), k, device, deadline, note)
+                                      for k in range(max(seeds, 1))]))
+    return fitted
+
+
+def _refit_one(member: Member, everything: Workspace, steps: int, seed_index: int, device: torch.device,
+               deadline: float | None, note: Note) -> tuple[torch.nn.Module, RunRecord]:
+    seed = int(member.trial.user_attrs.get("seed", 0)) + 7919 * (seed_index + 1)
+    note(f"refit of trial {member.trial.number} on all {len(everything.split.train)} labelled utterances: "
+         f"{steps} steps, seed {seed}")
+    settings = RunSettings(steps=steps, valid_every=steps, seed=seed, validate=False, deadline=deadline)
+    try:
+        model, result, record = train_run(member.trial.params, everything, settings, device)
+    finally:
+        release_memory(device)
+    info = {"trial": member.trial.number, "trial_valid_acc": member.trial.value, "data": "train+valid",
+            "utterances": len(everything.split.train), "steps": result.steps, "planned_steps": steps,
+            "seed": seed, "seconds": round(result.seconds, 2), "held_out_score": None}
+    return model, dataclasses.replace(record, result={**record.result, "valid_acc": None},
+                                      extra={**record.extra, "refit": info})
+
+
+def _export(study: optuna.Study, work: Workspace, members: list[Member], fitted: list[Fitted] | None,
+            out: Path, ensemble: dict[str, float] | None) -> FinishResult:
+    from automel.search.export import EXPORT_INFO, model_card
+
+    parts = _parts(members, fitted)
+    best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else members[0].trial
+    kind = "ensemble" if len(parts) > 1 else ("refit" if fitted else "trial")
+    described = [p[2] for p in parts]
+    info = {"study": study.study_name, "trial": best.number, "kind": kind, "value": best.value,
+            "members": described, "ensemble": ensemble}
+    model = parts[0][0] if len(parts) == 1 else _ensemble_model(parts)
+    rows = test_submission(model, work.store, parts[0][1].speakers) if work.store.dataset.test else None
+    valid_acc = None
+    if kind == "trial":  # the trial's own weights: re-measure what the study recorded, from the files' model
+        from automel.train.loop import evaluate
+
+        valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
+        info["valid_acc"] = valid_acc
+    card = model_card(study, members[0].trial, parts[0][1].to_json(), valid_acc, kind=kind, members=described)
+    extra = {EXPORT_INFO: json.dumps(info, indent=2, default=str)}
+    if len(parts) == 1:
+        path = write_run_dir(out, parts[0][0].state_dict(), parts[0][1], [], rows, card=card, replace=True, extra=extra)
+    else:
+        from automel.ensemble import write_ensemble_dir
+
+        path = write_ensemble_dir(out, [(m.state_dict(), r, i) for m, r, i in parts], [p[2]["weight"] for p in parts],
+                                  rows, card=card, replace=True, extra=extra, result=ensemble)
+    return FinishResult(path, kind, described, ensemble)
+
+
+def _parts(members: list[Member], fitted: list[Fitted] | None) -> list[tuple[torch.nn.Module, RunRecord, dict]]:
+    """(model, record, info) per exported model: the refit models (seeds share their member's weight)."""
+    parts = []
+    if fitted is None:
+        for m in members:
+            if m.model is None or m.record is None:
+                raise StudyError(f"trial {m.trial.number}'s weights were not kept; refit it instead")
+            parts.append((m.model, m.record, {"trial": m.trial.number, "weight": m.weight, "refit": False}))
+        return parts
+    for f in fitted:
+        for model, record in f.models:
+            parts.append((model, record, {"trial": f.member.trial.number, "weight": f.member.weight / len(f.models),
+                                          "refit": "refit" in record.extra,
+                                          "seed": record.extra.get("refit", {}).get("seed")}))
+    return parts
+
+
+def _ensemble_model(parts: list[tuple[torch.nn.Module, RunRecord, dict]]) -> torch.nn.Module:
+    from automel.ensemble import EnsembleModel
+
+    return EnsembleModel([p[0] for p in parts], [p[2]["weight"] for p in parts]).eval()

@@ -1,0 +1,104 @@
+"""One search trial: sample a configuration, train it through the shared loop, report to the pruner.
+
+Multi-fidelity and the learning-rate schedule: every trial's schedule (warm-up, then cosine decay) is
+planned for the *last* rung, ``steps_per_trial``. The pruner (successive halving by default) stops the
+trials that fall behind at the earlier rungs. A stopped trial is never resumed, so no checkpoints are
+kept, and at every rung all trials are compared at the same point of the same schedule, which keeps the
+comparison fair. Trials that reach the last rung finish their schedule and are the refit candidates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+
+from automel.plugin import using_search_scale
+from automel.search.artifacts import save_trial_artifacts
+from automel.search.space import suggest_params
+from automel.train.config import RunSettings
+from automel.train.device import release_memory, select_device
+from automel.train.run import train_run
+
+if TYPE_CHECKING:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from automel.search.runner import OpenedSearch, SearchEvents, SearchOptions
+
+SURPLUS_ATTR = "surplus"
+TIME_LIMIT_REASON = "cut by the time limit"
+
+
+class SurplusTrial(Exception):
+    """Raised inside a trial that a worker started after the study's target was already covered."""
+
+
+def validation_every(steps: int, pruner: str) -> int:
+    """Validate at every rung of successive halving (the first rung's multiples); 4 times otherwise."""
+    from automel.search.study import RUNGS, VALIDATIONS, rung_steps
+
+    if pruner == "asha":
+        return rung_steps(steps)[0]
+    return max(1, steps // VALIDATIONS) if steps >= VALIDATIONS else max(1, steps // RUNGS)
+
+
+class TrialObjective:
+    """The callable ``study.optimize`` runs; ``deadline`` (monotonic) cuts a trial still training then."""
+
+    def __init__(self, opened: OpenedSearch, options: SearchOptions, store: FileSystemArtifactStore,
+                 events: SearchEvents, deadline: float | None = None) -> None:
+        self.opened, self.options, self.store, self.events = opened, options, store, events
+        self.deadline = deadline
+        self.device = select_device(options.device)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from automel.search.runner import covered_ahead
+
+        if covered_ahead(self.opened.study, trial.number) >= self.options.trials:
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise SurplusTrial("not needed: the trials ahead of it already reach the study's target")
+        with using_search_scale(self.opened.scale):
+            params = suggest_params(trial, self.opened.space)
+        seed = self.options.seed * 100_003 + trial.number
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        self.events.on_trial_start(trial.number, params)
+        steps = self.opened.steps
+        settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
+                               device=self.options.device, deadline=self.deadline)
+        try:
+            model, result, record = train_run(params, self.opened.work, settings, self.device, [_pruning(trial, steps)],
+                                              self.events.on_progress)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            raise
+        except Exception as exc:
+            with contextlib.suppress(UpdateFinishedTrialError):  # unless another worker failed it already
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        finally:
+            release_memory(self.device)
+        trial.set_user_attr("steps", result.steps)
+        trial.set_user_attr("seconds", round(result.seconds, 2))
+        trial.set_user_attr("best_step", result.best_step)
+        if result.stopped_by_deadline:
+            trial.set_user_attr("pruned_reason", TIME_LIMIT_REASON)
+            raise optuna.TrialPruned(f"{TIME_LIMIT_REASON} at step {result.steps}")
+        if result.stopped_by_callback:
+            raise optuna.TrialPruned(f"pruned at step {result.steps}")
+        save_trial_artifacts(trial, self.store, model.state_dict(), record)
+        return result.best_valid_acc
+
+
+def _pruning(trial: optuna.Trial, steps: int) -> Callable[[int, dict[str, float]], bool]:
+    def report(step: int, metrics: dict[str, float]) -> bool:
+        trial.report(metrics["valid_acc"], step)
+        # The last step is the last rung: a trial that got there has earned its result, never a prune.
+        return step < steps and trial.should_prune()
+
+    return report

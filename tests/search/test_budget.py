@@ -1,0 +1,171 @@
+"""``automel search --time-limit``: the budget, refit, ensemble and ``automel refit``, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from automel.search.budget import MIN_TIME_LIMIT_S, parse_duration
+from automel.search.study import default_storage, open_storage
+from tests.conftest import run
+
+FAST = ["--encoders", "transformer", "--poolings", "mean,attentive-stats", "--heads", "softmax,am-softmax",
+        "--device", "cpu"]
+
+
+def load(home: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(default_storage(home, name), heartbeat=False))
+
+
+def score(cli: CliRunner, submission: Path, answers: Path) -> float:
+    code, stdout, stderr = run(cli, "score", submission, answers)
+    assert code == 0, stderr
+    return float(stdout.split()[1])
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("600", 600), ("1.5h", 5400),
+                                               (" 45 s ", 45)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["0", "-5m", "abc", "5 days", "", "0s"])
+def test_bad_time_limits_fail_before_anything_is_written(cli: CliRunner, hw4_sample: Path, isolated_home: Path,
+                                                         bad: str) -> None:
+    code, _, stderr = run(cli, "search", "--data", hw4_sample, "--time-limit", bad, *FAST)
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--time-limit" in lines[0], stderr
+    assert not list(isolated_home.glob("*.db")) and not (isolated_home / "hw4-sample").exists()
+
+
+def test_a_limit_below_the_shortest_useful_run_names_the_minimum(cli: CliRunner, hw4_sample: Path,
+                                                                isolated_home: Path) -> None:
+    code, _, stderr = run(cli, "search", "--data", hw4_sample, "--time-limit", "10s", *FAST)
+    assert code == 2
+    assert f"{MIN_TIME_LIMIT_S:g}s" in stderr and "shortest useful run" in stderr
+    assert not list(isolated_home.glob("*.db"))
+
+
+def test_time_limited_search_refits_on_all_data_and_accounts_for_its_budget(
+        cli: CliRunner, hw4_sample: Path, hw4_answers: Path, isolated_home: Path) -> None:
+    code, stdout, stderr = run(cli, "search", "--data", hw4_sample, "--study", "budget", "--time-limit", "40s",
+                               "--quality", "fast", *FAST)
+    assert code == 0, stderr
+    assert stdout.splitlines()[0].startswith("automel search: time limit 40s, quality fast")
+    study = load(isolated_home, "budget")
+    trials = study.get_trials(deepcopy=False)
+    # the portfolio's transformer entry is the first trial; the rest of the portfolio does not fit --encoders
+    assert trials[0].user_attrs.get("portfolio") is True and trials[0].params["encoder"] == "transformer"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # successive halving: validation (and pruning) at the rungs of the study's last-rung step count
+    steps = study.user_attrs["steps_per_trial"]
+    assert steps % 9 == 0 and steps >= 36
+    # the budget adds up, within the limit
+    (entry,) = study.user_attrs["budget_runs"]
+    assert entry["time_limit_s"] == 40 and entry["quality"] == "fast"
+    assert sum(entry["phases_s"].values()) <= entry["total_s"] + 1e-6
+    assert entry["total_s"] <= 40 * 1.05
+    assert {"search", "refit", "export"} <= set(entry["phases_s"])
+    # the export is the refit model, trained on every labelled utterance, and says so
+    best = isolated_home / "budget" / "best"
+    config = json.loads((best / "config.json").read_text())
+    refit = config["refit"]
+    metadata = json.loads((hw4_sample / "metadata.json").read_text())
+    labelled = sum(len(u) for u in metadata["speakers"].values())
+    assert refit["data"] == "train+valid" and refit["utterances"] == labelled
+    assert config["split"]["valid"] == [] and refit["held_out_score"] is None
+    info = json.loads((best / "export.json").read_text())
+    assert info["kind"] == "refit" and refit["trial"] == info["members"][0]["trial"]
+    card = (best / "README.md").read_text()
+    assert "no held-out score" in card and f"trial {refit['trial']}" in card
+    assert score(cli, best / "output.csv", hw4_answers) > 0.5
+    # predict on the export rewrites the same submission
+    code, _, stderr = run(cli, "predict", best, "--out", isolated_home / "again.csv", "--device", "cpu")
+    assert code == 0, stderr
+    assert (isolated_home / "again.csv").read_text() == (best / "output.csv").read_text()
+    # a resumed study may take another limit: the limit belongs to the command
+    code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "budget", "--time-limit", "30s",
+                          "--quality", "fast", *FAST)
+    assert code == 0, stderr
+    runs = load(isolated_home, "budget").user_attrs["budget_runs"]
+    assert [r["time_limit_s"] for r in runs] == [40, 30] and runs[1]["total_s"] <= 30 * 1.05
+
+
+@pytest.fixture
+def searched(cli: CliRunner, hw4_sample: Path, isolated_home: Path) -> Path:
+    """A finished study without refit: its export is the best trial itself."""
+    code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "s", "--trials", 4, "--steps-per-trial", 36,
+                          "--no-refit", "--no-portfolio", "--seed", 3, *FAST)
+    assert code == 0, stderr
+    return isolated_home / "s" / "best"
+
+
+def test_no_refit_exports_the_best_trial(searched: Path, isolated_home: Path) -> None:
+    info = json.loads((searched / "export.json").read_text())
+    study = load(isolated_home, "s")
+    assert info["kind"] == "trial" and info["trial"] == study.best_trial.number
+    assert "refit" not in json.loads((searched / "config.json").read_text())
+
+
+def test_refit_command_refits_a_finished_study(cli: CliRunner, searched: Path, hw4_answers: Path) -> None:
+    code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 25, "--quality", "fast", "--device", "cpu")
+    assert code == 0, stderr
+    config = json.loads((searched / "config.json").read_text())
+    assert config["refit"]["steps"] == 25 and config["refit"]["data"] == "train+valid"
+    assert json.loads((searched / "export.json").read_text())["kind"] == "refit"
+    assert score(cli, searched / "output.csv", hw4_answers) > 0.1
+
+
+def test_an_ensemble_export_predicts_and_scores(cli: CliRunner, searched: Path, hw4_sample: Path, hw4_answers: Path,
+                                                isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import automel.ensemble as ensemble
+
+    real = ensemble.greedy_ensemble
+
+    def always_two(probas: list[np.ndarray], labels: np.ndarray, max_rounds: int = 25) -> ensemble.EnsembleChoice:
+        # the selection itself is tested in tests/test_ensemble.py; here it must pick two members
+        choice = real(probas, labels, max_rounds)
+        return ensemble.EnsembleChoice(np.array([0.6, 0.4] + [0.0] * (len(probas) - 2)), 1.0, 0.0, 0,
+                                       choice.best_single_acc - 0.01, choice.best_single_loss)
+
+    monkeypatch.setattr(ensemble, "greedy_ensemble", always_two)
+    code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 20, "--quality", "balanced",
+                               "--device", "cpu")
+    assert code == 0, stderr
+    manifest = json.loads((searched / "ensemble.json").read_text())
+    assert len(manifest["members"]) == 2 and abs(sum(m["weight"] for m in manifest["members"]) - 1) < 1e-6
+    assert json.loads((searched / "export.json").read_text())["kind"] == "ensemble"
+    out = isolated_home / "ensemble.csv"
+    code, _, stderr = run(cli, "predict", searched, "--out", out, "--device", "cpu")
+    assert code == 0, stderr
+    assert out.read_text() == (searched / "output.csv").read_text()
+    assert score(cli, out, hw4_answers) > 0.1
+
+
+def test_ctrl_c_during_the_refit_keeps_the_search_and_the_previous_export(
+        cli: CliRunner, hw4_sample: Path, searched: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import automel.search.finish as finish
+
+    before = {p.name: p.read_bytes() for p in searched.iterdir()}
+    trials_before = [(t.number, t.state, t.value) for t in load(isolated_home, "s").get_trials(deepcopy=False)]
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finish, "_refit_one", interrupted)
+    code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "s", "--trials", 5, "--steps-per-trial", 36,
+                          "--no-portfolio", "--seed", 3, *FAST)
+    assert code == 130
+    assert "automel refit --study s" in stderr
+    assert {p.name: p.read_bytes() for p in searched.iterdir()} == before
+    after = [(t.number, t.state, t.value) for t in load(isolated_home, "s").get_trials(deepcopy=False)]
+    assert after[: len(trials_before)] == trials_before and len(after) == len(trials_before) + 1
+    assert not list(searched.parent.glob(".best.*"))
