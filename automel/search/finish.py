@@ -79,7 +79,7 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     record = StudyRecord.read(study)
     work = _workspace(study, record, home, data_root)
     marks = [time.monotonic()]
-    members = _choose_members(study, home, work, options, device, note)
+    members = _choose_members(study, home, work, options, device, note, deadline)
     marks.append(time.monotonic())
     ensemble = {"single_valid_acc": members[0].trial.value or 0.0, **getattr(members, "scores", {})}
     fitted = _refit_members(members, work, options, device, deadline, note) if options.refit else None
@@ -110,26 +110,30 @@ class _Members(list[Member]):
 
 
 def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: FinishOptions,
-                    device: torch.device, note: Note) -> _Members:
+                    device: torch.device, note: Note, deadline: float | None) -> _Members:
     """The best trial alone, or the greedy ensemble of the kept candidates when it validates better."""
     store = artifact_store(artifact_dir(home, study.study_name))
     candidates = distinct_best(study, store)
     if not candidates:
         if not options.refit:
-            raise StudyError(f"study '{study.study_name}' has no completed trial to export yet")
+            raise StudyError(f"study '{study.study_name}' has no completed trial to export: none reached the last "
+                             f"rung within the time; give it a longer --time-limit or a smaller --steps-per-trial")
         leader = best_reached(study)  # nothing completed (a very short limit): refit the furthest trial
         note(f"no trial reached the last rung; refitting trial {leader.number}, the furthest")
         return _Members([Member(leader, 1.0)])
-    members = [_with_weights(Member(t, 0.0), store) for t in candidates[: max(options.ensemble_size, 1) * 2]]
+    size = _ensemble_room(candidates[0], work, options, deadline)
+    if size < options.ensemble_size:
+        note(f"time for {size} long refit{'s' if size > 1 else ''} only: the ensemble may hold at most {size}")
+    members = [_with_weights(Member(t, 0.0), store) for t in candidates[: max(size, 1) * 2]]
     chosen = _Members([dataclasses.replace(members[0], weight=1.0)])
-    if options.ensemble_size > 1 and len(members) > 1 and len(work.split.valid):
+    if size > 1 and len(members) > 1 and len(work.split.valid):
         from automel.ensemble import greedy_ensemble, predict_proba
 
         started = time.monotonic()
         probas = [predict_proba(_model(m), work.store, work.split.valid, device) for m in members]
         labels = work.store.labels.numpy()[work.split.valid]
         choice = greedy_ensemble(probas, labels)
-        picked = sorted(choice.members, key=lambda i: -choice.weights[i])[: options.ensemble_size]
+        picked = sorted(choice.members, key=lambda i: -choice.weights[i])[:size]
         scores = {"ensemble_valid_acc": choice.valid_acc, "single_valid_acc": choice.best_single_acc,
                   "seconds": round(time.monotonic() - started, 3)}
         if len(picked) > 1 and choice.valid_acc > choice.best_single_acc:
@@ -143,6 +147,26 @@ def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: F
                  f"{choice.best_single_acc:.2%}")
         chosen.scores = scores
     return chosen
+
+
+def _ensemble_room(best: FrozenTrial, work: Workspace, options: FinishOptions, deadline: float | None) -> int:
+    """How many members the ensemble may have: each one's refit must still be long.
+
+    A refit split between members is shorter for each. Longer training is worth more than averaging
+    (the search's short trials gain a lot from it), so a member joins only if every member can still be
+    refit for at least half of ``REFIT_LONGER`` times its data-scaled steps.
+    """
+    if not options.refit or deadline is None or options.steps is not None:
+        return options.ensemble_size
+    ratio = (len(work.split.train) + len(work.split.valid)) / max(len(work.split.train), 1)
+    base = int(best.user_attrs.get("steps") or 1) * ratio
+    affordable = (deadline - time.monotonic()) * _rate(best) * 0.9
+    return max(1, min(options.ensemble_size, int(affordable // (base * REFIT_LONGER / 2))))
+
+
+def _rate(trial: FrozenTrial) -> float:
+    """The trial's training speed in steps per second (its validations included)."""
+    return int(trial.user_attrs.get("steps") or 1) / max(float(trial.user_attrs.get("seconds") or 0.0), 1e-3)
 
 
 def _model(member: Member) -> torch.nn.Module:
@@ -203,8 +227,7 @@ def refit_plan(trial: FrozenTrial, data_ratio: float, seconds: float | None, max
     base = max(1, math.ceil(trained * data_ratio))
     if seconds is None:
         return base, 1
-    rate = trained / max(float(trial.user_attrs.get("seconds") or 0.0), 1e-3)  # steps/s, validation included
-    affordable = seconds * rate * 0.9
+    affordable = seconds * _rate(trial) * 0.9
     longest = int(base * REFIT_LONGER)
     if affordable < base * 0.5:
         return 0, 0
