@@ -70,12 +70,15 @@ def main() -> None:
     parser.add_argument("--levels", default="off,light,strong", help="augmentation levels to compare")
     parser.add_argument("--config", type=Path, help="JSON of model/training parameters [default: MODEL]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shifted", type=Path,
+                        help="a ready channel-shifted copy of --data (e.g. realspeech.py --channel-shift, shifted in "
+                             "the audio domain) instead of the log-mel shift built here")
     args = parser.parse_args()
     base = json.loads(args.config.read_text()) if args.config else dict(MODEL)
     work = open_workspace(args.data, BENCH_HOME, split_seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="channel-shift-") as tmp:
-        shifted = open_workspace(shifted_copy(args.data, Path(tmp) / "shifted"), Path(tmp) / "home",
-                                 split_seed=args.seed)
+        source = args.shifted or shifted_copy(args.data, Path(tmp) / "shifted")
+        shifted = open_workspace(source, Path(tmp) / "home", split_seed=args.seed)
         for level in args.levels.split(","):
             params = {**base, "train.specaugment": level, "train.channel_aug": level}
             settings = RunSettings(steps=args.steps, valid_every=max(1, args.steps // 5), seed=args.seed)

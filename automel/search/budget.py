@@ -118,18 +118,38 @@ class Clock:
                 "total_s": round(self.elapsed(), 3), "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def plan_top_rung(search_s: float, quality: Quality, seconds_per_step: float, rungs: int,
-                  reduction: int) -> int:
+@dataclass(frozen=True)
+class Speed:
+    """What one trial costs on this machine: seconds per training step and per validation pass."""
+
+    step_s: float
+    validation_s: float
+
+
+def plan_top_rung(search_s: float, quality: Quality, speed: Speed, rungs: int, reduction: int) -> int:
     """Steps of the last rung such that one trial reaching it takes ``top_rung_share`` of the search.
 
-    The first rung is ``top / reduction**(rungs-1)`` steps, at least ``MIN_FIRST_RUNG``: only a search too
-    short for even that plans trials longer than its share (the time limit then cuts them).
+    A trial that runs to the end validates ``reduction**(rungs-1)`` times (at every multiple of the first
+    rung), and that time is set aside first. When the share buys fewer than ``MIN_USEFUL_STEPS`` steps (a
+    short limit, a slow machine, a large validation set), the share grows up to half the search: a few
+    trials long enough to say something beat many that all sit at chance. The first rung is at least
+    ``MIN_FIRST_RUNG`` steps.
     """
-    affordable = quality.top_rung_share * search_s / max(seconds_per_step, 1e-6)
-    first = max(MIN_FIRST_RUNG, int(affordable / reduction ** (rungs - 1)))
+    validations = reduction ** (rungs - 1)
+    step_s = max(speed.step_s, 1e-6)
+
+    def affordable(share: float) -> float:
+        return (share * search_s - validations * speed.validation_s) / step_s
+
+    top = affordable(quality.top_rung_share)
+    if top < MIN_USEFUL_STEPS:
+        top = min(MIN_USEFUL_STEPS, affordable(MAX_TOP_RUNG_SHARE))
+    first = max(MIN_FIRST_RUNG, int(top / reduction ** (rungs - 1)))
     return min(first * reduction ** (rungs - 1), MAX_TOP_RUNG)
 
 
+MIN_USEFUL_STEPS = 150
+MAX_TOP_RUNG_SHARE = 0.5
 MIN_FIRST_RUNG = 4
 MAX_TOP_RUNG = 100_000
 CALIBRATION_STEPS = 10
@@ -152,14 +172,23 @@ def _random_trial() -> optuna.Trial:
     return study.ask()
 
 
-def seconds_per_step(params: dict[str, Any], work: Workspace, device: torch.device) -> float:
-    """Measured training speed of ``params`` on this machine: a few real steps of the shared loop."""
+def measure_speed(params: dict[str, Any], work: Workspace, device: torch.device) -> Speed:
+    """Training and validation speed of ``params`` here: a few real steps of the shared loop, one validation."""
     from automel.train.config import RunSettings
+    from automel.train.loop import evaluate
     from automel.train.run import train_run
 
     settings = RunSettings(steps=CALIBRATION_STEPS, valid_every=CALIBRATION_STEPS, validate=False)
-    _, result, _ = train_run(params, work, settings, device)
-    return result.seconds / max(result.steps, 1)
+    model, result, _ = train_run(params, work, settings, device)
+    started = time.perf_counter()
+    if len(work.split.valid):
+        evaluate(model.to(device), work.store, work.split.valid, device)
+    return Speed(result.seconds / max(result.steps, 1), time.perf_counter() - started)
+
+
+def seconds_per_step(params: dict[str, Any], work: Workspace, device: torch.device) -> float:
+    """Measured seconds per training step of ``params`` on this machine (see :func:`measure_speed`)."""
+    return measure_speed(params, work, device).step_s
 
 
 def step_planner(clock: Clock, device: torch.device, registry: Registry
@@ -168,8 +197,8 @@ def step_planner(clock: Clock, device: torch.device, registry: Registry
     from automel.search.study import REDUCTION, RUNGS
 
     def plan(work: Workspace, space: SearchSpace, scale: str) -> int:
-        rate = seconds_per_step(calibration_params(space, scale, registry), work, device)
+        speed = measure_speed(calibration_params(space, scale, registry), work, device)
         search_s = max(clock.search_deadline() - time.monotonic(), 1.0)
-        return plan_top_rung(search_s, clock.quality, rate, RUNGS, REDUCTION)
+        return plan_top_rung(search_s, clock.quality, speed, RUNGS, REDUCTION)
 
     return plan

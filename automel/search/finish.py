@@ -39,7 +39,10 @@ from automel.train.config import RunSettings
 from automel.train.device import release_memory
 from automel.train.run import Workspace, open_workspace, test_submission, train_run
 
-REFIT_LONGER = 8.0  # a refit trains at most this many times the (data-scaled) steps of its trial
+# A refit trains at most this many times the (data-scaled) steps of its trial: it uses the time the user gave,
+# with a bound for the rare case of trials that were far too short for the time left.
+REFIT_LONGER = 20.0
+ENSEMBLE_MEMBER_LONGER = 4.0  # each ensemble member's refit must still be this many times its trial's steps
 Note = Callable[[str], None]  # progress lines for the CLI (library code never prints)
 
 
@@ -161,7 +164,7 @@ def _ensemble_room(best: FrozenTrial, work: Workspace, options: FinishOptions, d
     ratio = (len(work.split.train) + len(work.split.valid)) / max(len(work.split.train), 1)
     base = int(best.user_attrs.get("steps") or 1) * ratio
     affordable = (deadline - time.monotonic()) * _rate(best) * 0.9
-    return max(1, min(options.ensemble_size, int(affordable // (base * REFIT_LONGER / 2))))
+    return max(1, min(options.ensemble_size, int(affordable // (base * ENSEMBLE_MEMBER_LONGER))))
 
 
 def _rate(trial: FrozenTrial) -> float:

@@ -29,8 +29,9 @@ SQLITE_BUSY_TIMEOUT_S = 60
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("asha", "median", "hyperband", "none")
-# Successive halving over training steps: rungs at top/9, top/3 and top steps; a third goes on each time.
-RUNGS, REDUCTION = 3, 3
+# Successive halving over training steps: rungs at a third of the last rung's steps and at all of them; the
+# best third goes on. Two rungs, not more: accuracy after a few dozen steps predicts little.
+RUNGS, REDUCTION = 2, 3
 VALIDATIONS = 4  # per trial with the median or Hyperband pruner: each is a pruning checkpoint
 
 
