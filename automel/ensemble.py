@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,16 @@ from torch import Tensor, nn
 from automel.data.batching import full_length_batches
 from automel.data.store import FeatureStore
 from automel.errors import ConfigError
-from automel.runs import CARD, CONFIG, ENSEMBLE, SUBMISSION, RunRecord, write_run_dir, write_submission_rows
+from automel.runs import (
+    CARD,
+    CONFIG,
+    ENSEMBLE,
+    SUBMISSION,
+    RunRecord,
+    atomic_folder,
+    write_run_dir,
+    write_submission_rows,
+)
 from automel.train.device import autocast
 
 __all__ = ["ENSEMBLE_FORMAT", "EnsembleChoice", "EnsembleModel", "greedy_ensemble", "load_ensemble",
@@ -216,11 +223,7 @@ def write_ensemble_dir(out: Path, members: Sequence[tuple[Mapping[str, Tensor], 
                 "members": [{**dict(info), "dir": f"member-{k}", "weight": w / total}
                             for k, ((_, _, info), w) in enumerate(kept)]}
     text = json.dumps(manifest, indent=2)  # fails here, before anything is written, if info is not JSON
-    if out.exists() and any(out.iterdir()) and not replace:
-        raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, replace) as tmp:
         for k, ((state, record, _), _) in enumerate(kept):
             write_run_dir(tmp / f"member-{k}", state, record, [], None)
         (tmp / ENSEMBLE).write_text(text, encoding="utf-8")
@@ -230,16 +233,6 @@ def write_ensemble_dir(out: Path, members: Sequence[tuple[Mapping[str, Tensor], 
             (tmp / CARD).write_text(card, encoding="utf-8")
         for name, body in (extra or {}).items():
             (tmp / name).write_text(body, encoding="utf-8")
-        if out.exists():  # swap as write_run_dir does: the old folder is whole until the rename
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

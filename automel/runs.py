@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,30 +64,20 @@ def versions() -> dict[str, str]:
     return {"automel": __version__, "torch": torch.__version__, "optuna": optuna.__version__}
 
 
-def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metrics: Iterable[Mapping[str, Any]],
-                  submission: list[tuple[str, str]] | None, card: str | None = None, replace: bool = False,
-                  extra: Mapping[str, str] | None = None) -> Path:
-    """Write a complete run directory atomically; refuse to overwrite an existing one unless ``replace``.
+@contextmanager
+def atomic_folder(out: Path, replace: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to fill; on success it takes ``out``'s place whole.
 
-    ``extra`` maps further file names to their text (e.g. an export's ``export.json``)."""
-    from safetensors.torch import save_file
-
+    An existing non-empty ``out`` is refused unless ``replace``; it stays intact until the rename, and the
+    temporary folder is removed if filling it fails.
+    """
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not replace:
         raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
-                  metadata={"format": FORMAT})
-        (tmp / CONFIG).write_text(json.dumps(record.to_json(), indent=2), encoding="utf-8")
-        (tmp / METRICS).write_text("".join(json.dumps(dict(m)) + "\n" for m in metrics), encoding="utf-8")
-        if submission is not None:
-            write_submission_rows(tmp / SUBMISSION, submission)
-        if card is not None:
-            (tmp / CARD).write_text(card, encoding="utf-8")
-        for name, text in (extra or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
+        yield tmp
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -97,6 +88,28 @@ def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metric
             tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metrics: Iterable[Mapping[str, Any]],
+                  submission: list[tuple[str, str]] | None, card: str | None = None, replace: bool = False,
+                  extra: Mapping[str, str] | None = None) -> Path:
+    """Write a complete run directory atomically; refuse to overwrite an existing one unless ``replace``.
+
+    ``extra`` maps further file names to their text (e.g. an export's ``export.json``)."""
+    from safetensors.torch import save_file
+
+    out = Path(out).resolve()
+    with atomic_folder(out, replace) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps(record.to_json(), indent=2), encoding="utf-8")
+        (tmp / METRICS).write_text("".join(json.dumps(dict(m)) + "\n" for m in metrics), encoding="utf-8")
+        if submission is not None:
+            write_submission_rows(tmp / SUBMISSION, submission)
+        if card is not None:
+            (tmp / CARD).write_text(card, encoding="utf-8")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return out
 
 

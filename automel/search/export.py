@@ -20,7 +20,7 @@ from automel.search.artifacts import artifact_store, download_trial
 from automel.search.record import StudyRecord
 from automel.search.study import adopt_content_id, artifact_dir
 from automel.train.loop import evaluate
-from automel.train.run import open_workspace, test_submission
+from automel.train.run import Workspace, open_workspace, test_submission
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -74,12 +74,8 @@ def _exported(out: Path) -> tuple[str, int] | None:
         return None
 
 
-def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path, replace: bool = False,
-                 data_root: Path | None = None) -> tuple[Path, float]:
-    """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy."""
-    store = artifact_store(artifact_dir(home, study.study_name))
-    with tempfile.TemporaryDirectory() as tmp:
-        model, record = load_run(download_trial(store, trial, Path(tmp)))
+def study_workspace(study: optuna.Study, home: Path, data_root: Path | None = None) -> Workspace:
+    """The study's data set with its recorded split; refused if it is gone or its content changed."""
     saved = StudyRecord.read(study)
     root = data_root or Path(saved.dataset.root)
     if not root.is_dir():
@@ -88,6 +84,16 @@ def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path,
     adopt_content_id(study, work.store)
     if work.store.content_id != StudyRecord.read(study).content_id:
         raise StudyError(f"{root} has changed since the study ran (fingerprint differs); cannot export faithfully")
+    return work
+
+
+def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path, replace: bool = False,
+                 data_root: Path | None = None) -> tuple[Path, float]:
+    """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy."""
+    store = artifact_store(artifact_dir(home, study.study_name))
+    with tempfile.TemporaryDirectory() as tmp:
+        model, record = load_run(download_trial(store, trial, Path(tmp)))
+    work = study_workspace(study, home, data_root)
     valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
     rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
     card = model_card(study, trial, record.to_json(), valid_acc)

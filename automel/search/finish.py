@@ -33,11 +33,10 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.errors import StudyError
 from automel.runs import RunRecord, load_run, write_run_dir
 from automel.search.artifacts import artifact_store, download_trial, has_weights
-from automel.search.record import StudyRecord
-from automel.search.study import adopt_content_id, artifact_dir
+from automel.search.study import artifact_dir
 from automel.train.config import RunSettings
 from automel.train.device import release_memory
-from automel.train.run import Workspace, open_workspace, test_submission, train_run
+from automel.train.run import Workspace, test_submission, train_run
 
 # A refit trains at most this many times the (data-scaled) steps of its trial: it uses the time the user gave,
 # with a bound for the rare case of trials that were far too short for the time left.
@@ -77,10 +76,9 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
                  deadline: float | None = None, data_root: Path | None = None, note: Note = lambda _: None,
                  out: Path | None = None) -> FinishResult:
     """Ensemble, refit and export study ``study``'s best configurations to ``out`` (default ``<study>/best``)."""
-    from automel.search.export import exclusive
+    from automel.search.export import exclusive, study_workspace
 
-    record = StudyRecord.read(study)
-    work = _workspace(study, record, home, data_root)
+    work = study_workspace(study, home, data_root)
     marks = [time.monotonic()]
     members = _choose_members(study, home, work, options, device, note, deadline)
     marks.append(time.monotonic())
@@ -95,17 +93,6 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     result.timings = {phase: round(b - a, 3) for phase, a, b in zip(("ensemble", "refit", "export"), marks[:-1], marks[1:],
                                                                      strict=True)}
     return result
-
-
-def _workspace(study: optuna.Study, record: StudyRecord, home: Path, data_root: Path | None) -> Workspace:
-    root = data_root or Path(record.dataset.root)
-    if not root.is_dir():
-        raise StudyError(f"the study's data set {root} is gone; pass --data to export against a copy")
-    work = open_workspace(root, home, split_record=record.split)
-    adopt_content_id(study, work.store)
-    if work.store.content_id != StudyRecord.read(study).content_id:
-        raise StudyError(f"{root} has changed since the study ran (fingerprint differs); cannot export faithfully")
-    return work
 
 
 class _Members(list[Member]):
