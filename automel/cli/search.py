@@ -76,6 +76,7 @@ def search(
     from automel.search.budget import (
         DEFAULT_TIME_LIMIT_S,
         Clock,
+        chance_stop,
         check_time_limit,
         parse_duration,
         quality_named,
@@ -106,8 +107,13 @@ def search(
         interrupted = run_parallel(opened, where, timed, workers, root)
     else:
         view = LiveView(trials, err_console)
+        store = opened.work.store
         with view.live:
-            interrupted = run_trials(opened, where, options, view.events(), deadline=deadline).interrupted
+            outcome = run_trials(opened, where, options, view.events(), deadline=deadline,
+                                 stop_early=chance_stop(len(opened.work.split.valid), store.num_classes))
+        interrupted = outcome.interrupted
+        if outcome.stopped_because:
+            console.print(f"search ended early: {outcome.stopped_because}", highlight=False)
     clock.record("search", clock.elapsed())
     _report_search(opened.study, opened.url)
     if interrupted:

@@ -155,6 +155,35 @@ MAX_TOP_RUNG = 100_000
 CALIBRATION_STEPS = 10
 
 
+def above_chance(accuracy: float | None, n_valid: int, n_classes: int) -> bool:
+    """Whether ``accuracy`` on ``n_valid`` utterances is clearly (3 standard deviations) above guessing."""
+    if accuracy is None or n_valid == 0 or n_classes < 2:
+        return True  # nothing to judge by: assume the trials say something
+    p = 1.0 / n_classes
+    chance = n_valid * p
+    return accuracy * n_valid > chance + 3.0 * math.sqrt(chance * (1.0 - p)) + 1.0
+
+
+def chance_stop(n_valid: int, n_classes: int) -> Callable[[optuna.Study], str | None]:
+    """Ends the search when the first trial that ran to the last rung is still at chance.
+
+    Trials that short learn nothing on this data set (many speakers, few utterances, a short limit): more
+    of them would only rank noise, while the refit, which trains much longer, can still learn. The time
+    left goes to the refit.
+    """
+    from optuna.trial import TrialState
+
+    def reason(study: optuna.Study) -> str | None:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete or any(above_chance(t.value, n_valid, n_classes) for t in complete):
+            return None
+        best = max(t.value or 0.0 for t in complete)
+        return (f"trials of this length stay at chance here ({best:.1%} on {n_valid} validation utterances, "
+                f"chance {1 / n_classes:.1%}): the rest of the time goes to training longer")
+
+    return reason
+
+
 def calibration_params(space: SearchSpace, scale: str, registry: Registry) -> dict[str, Any]:
     """The configuration the step plan is measured on: the first portfolio entry, else a random draw."""
     from automel.search.portfolio import portfolio

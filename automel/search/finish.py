@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.errors import StudyError
 from automel.runs import RunRecord, load_run, write_run_dir
 from automel.search.artifacts import artifact_store, download_trial, has_weights
+from automel.search.budget import above_chance
 from automel.search.study import artifact_dir
 from automel.train.config import RunSettings
 from automel.train.device import release_memory
@@ -111,6 +112,12 @@ def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: F
         leader = best_reached(study)  # nothing completed (a very short limit): refit the furthest trial
         note(f"no trial reached the last rung; refitting trial {leader.number}, the furthest")
         return _Members([Member(leader, 1.0)])
+    if not above_chance(candidates[0].value, len(work.split.valid), work.store.num_classes):
+        # Every trial is at chance: their ranking is noise. Trust the prior: the first portfolio entry.
+        candidates.sort(key=lambda t: (not t.user_attrs.get("portfolio"), t.number))
+        note(f"every trial is at chance on validation; refitting trial {candidates[0].number}, the first "
+             f"configuration of the portfolio")
+        candidates = candidates[:1]
     size = _ensemble_room(candidates[0], work, options, deadline)
     if size < options.ensemble_size:
         note(f"time for {size} long refit{'s' if size > 1 else ''} only: the ensemble may hold at most {size}")
@@ -245,8 +252,11 @@ def _refit_members(members: list[Member], work: Workspace, options: FinishOption
             note(f"no time left to refit trial {member.trial.number}; its own model is exported")
             fitted.append(Fitted(member, [(member.model, member.record)]))
             continue
-        fitted.append(Fitted(member, [_refit_one(member, everything, max(steps, 1), k, device, deadline, note)
-                                      for k in range(max(seeds, 1))]))
+        until = deadline
+        if steps == 0:  # no time left and no trial weights to fall back on: train briefly, late rather than never
+            steps, seeds, until = refit_plan(member.trial, ratio, None)[0] // 2 or 1, 1, None
+        fitted.append(Fitted(member, [_refit_one(member, everything, steps, k, device, until, note)
+                                      for k in range(seeds)]))
     return fitted
 
 

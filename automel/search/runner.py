@@ -83,6 +83,7 @@ class SearchOutcome:
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     finished_here: int = 0  # trials this process finished
+    stopped_because: str | None = None  # set when ``stop_early`` ended the search
 
 
 class Action(enum.Enum):
@@ -229,9 +230,11 @@ optuna.logging.get_logger("optuna.study._optimize").addFilter(_HideSurplus())
 
 
 def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events: SearchEvents | None = None,
-               deadline: float | None = None) -> SearchOutcome:
+               deadline: float | None = None, stop_early: Callable[[optuna.Study], str | None] | None = None
+               ) -> SearchOutcome:
     """Run trials until the study holds ``options.trials`` finished ones, ``options.limit`` finished here,
-    or the monotonic ``deadline`` passes (a trial still training then is cut and counts as pruned).
+    the monotonic ``deadline`` passes (a trial still training then is cut and counts as pruned), or
+    ``stop_early`` gives a reason to stop (checked between trials).
 
     Several processes may run this on one study: each trial first checks that the trials ahead of it
     (by number) do not already cover the target, so the study ends with exactly the target; and a
@@ -260,6 +263,9 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
     failures_in_a_row = 0
     try:
         while (action := next_action(study, options, outcome, deadline)) is not Action.STOP:
+            outcome.stopped_because = stop_early(study) if stop_early is not None else None
+            if outcome.stopped_because is not None:
+                break
             if action is Action.WAIT:
                 _fail_stale(study)
                 time.sleep(WAIT_POLL_S)

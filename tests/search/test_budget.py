@@ -169,3 +169,26 @@ def test_ctrl_c_during_the_refit_keeps_the_search_and_the_previous_export(
     after = [(t.number, t.state, t.value) for t in load(isolated_home, "s").get_trials(deepcopy=False)]
     assert after[: len(trials_before)] == trials_before and len(after) == len(trials_before) + 1
     assert not list(searched.parent.glob(".best.*"))
+
+
+def test_chance_is_judged_against_the_size_of_the_validation_set() -> None:
+    from automel.search.budget import above_chance
+
+    assert not above_chance(4 / 256, 256, 256)  # 4 of 256 right among 256 speakers: noise
+    assert above_chance(12 / 256, 256, 256)
+    assert not above_chance(8 / 256, 256, 64) and above_chance(0.2, 256, 64)
+    assert above_chance(None, 256, 64) and above_chance(0.0, 0, 64)  # nothing to judge by
+
+
+def test_trials_at_chance_end_the_search_and_the_time_goes_to_the_refit(cli: CliRunner, isolated_home: Path) -> None:
+    data = isolated_home / "many-speakers"
+    code, _, stderr = run(cli, "data", "synth", data, "--speakers", 48, "--utterances", 3, "--test-per-speaker", 1)
+    assert code == 0, stderr
+    code, stdout, stderr = run(cli, "search", "--data", data, "--study", "chance", "--time-limit", "45s",
+                               "--steps-per-trial", 12, *FAST)
+    assert code == 0, stderr
+    assert "search ended early: trials of this length stay at chance" in stdout
+    study = load(isolated_home, "chance")
+    assert len([t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]) == 1
+    refit = json.loads((isolated_home / "chance" / "best" / "config.json").read_text())["refit"]
+    assert refit["trial"] == 0 and refit["steps"] > 12  # the portfolio's first entry, trained far longer
