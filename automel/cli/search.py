@@ -88,7 +88,7 @@ def search(
     limit_text = time_limit if time_limit is not None else timeout
     limit_s = parse_duration(limit_text) if limit_text is not None else DEFAULT_TIME_LIMIT_S
     check_time_limit(limit_s)
-    clock = Clock(limit_s, quality_named(quality))
+    clock = Clock(limit_s, quality_named(quality), refit=refit)
     options = SearchOptions(trials=trials, study=study, storage=storage, steps_per_trial=steps_per_trial,
                             sampler=sampler, pruner=pruner, encoders=_names(encoders), poolings=_names(poolings),
                             heads=_names(heads), device=device, seed=seed, keep=keep, grace_period=grace_period,

@@ -35,6 +35,7 @@ DEFAULT_TIME_LIMIT_S = 10 * 60.0
 MIN_TIME_LIMIT_S = 30.0  # one short trial, a short refit and the export; less cannot produce a model
 # Set aside for the export (validation and test predictions, files): a floor plus a share of the limit.
 EXPORT_RESERVE_S, EXPORT_RESERVE_SHARE = 5.0, 0.03
+NO_REFIT_FINISH_SHARE = 0.05  # without a refit, what the ensemble selection gets after the search
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Clock:
 
     limit_s: float
     quality: Quality
+    refit: bool = True  # without a refit, the search keeps all but the export's reserve
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -104,6 +106,8 @@ class Clock:
 
     def search_deadline(self) -> float:
         """Monotonic time at which no trial may still be training."""
+        if not self.refit:
+            return self.finish_deadline() - NO_REFIT_FINISH_SHARE * self.limit_s
         return self.started + self.quality.search_share * self.limit_s
 
     def finish_deadline(self) -> float:
