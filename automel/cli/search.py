@@ -187,16 +187,20 @@ def refit(
     from automel.train.device import select_device
 
     chosen = quality_named(quality)
-    limit_s = parse_duration(time_limit) if time_limit else None
-    if limit_s is not None:
+    deadline = None
+    if time_limit is not None:
+        limit_s = parse_duration(time_limit)
         check_time_limit(limit_s)
-    clock = Clock(limit_s or 0.0, chosen)
+        deadline = Clock(limit_s, chosen).finish_deadline()
     where = resolve_home(home)
     loaded = load_study(where, study, storage)
     options = FinishOptions(ensemble_size=chosen.ensemble_size, refit_seeds=chosen.refit_seeds, steps=steps)
-    result = finish_study(loaded, where, options, select_device(device),
-                          deadline=clock.finish_deadline() if limit_s else None, data_root=data,
-                          note=lambda line: console.print(line, highlight=False))
+    try:
+        result = finish_study(loaded, where, options, select_device(device), deadline=deadline, data_root=data,
+                              note=lambda line: console.print(line, highlight=False))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the study and the previous export are intact; rerun to refit")
+        raise typer.Exit(130) from None
     console.print(f"exported {result.kind} of trials {', '.join(str(m['trial']) for m in result.members)} "
                   f"to {result.path}", highlight=False)
 

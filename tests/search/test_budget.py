@@ -192,3 +192,10 @@ def test_trials_at_chance_end_the_search_and_the_time_goes_to_the_refit(cli: Cli
     assert len([t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]) == 1
     refit = json.loads((isolated_home / "chance" / "best" / "config.json").read_text())["refit"]
     assert refit["trial"] == 0 and refit["steps"] > 12  # the portfolio's first entry, trained far longer
+
+
+def test_an_unknown_quality_fails_before_anything_is_written(cli: CliRunner, hw4_sample: Path,
+                                                             isolated_home: Path) -> None:
+    code, _, stderr = run(cli, "search", "--data", hw4_sample, "--quality", "superb", *FAST)
+    assert code == 2 and "--quality 'superb' is unknown (choose fast, balanced, best)" in stderr
+    assert not list(isolated_home.glob("*.db"))
