@@ -168,22 +168,27 @@ def above_chance(accuracy: float | None, n_valid: int, n_classes: int) -> bool:
     return accuracy * n_valid > chance + 3.0 * math.sqrt(chance * (1.0 - p)) + 1.0
 
 
+CHANCE_TRIALS = 4  # finished trials, all at chance, before the search gives up on this fidelity
+
+
 def chance_stop(n_valid: int, n_classes: int) -> Callable[[optuna.Study], str | None]:
-    """Ends the search when the first trial that ran to the last rung is still at chance.
+    """Ends the search when its first ``CHANCE_TRIALS`` finished trials all stayed at chance.
 
     Trials that short learn nothing on this data set (many speakers, few utterances, a short limit): more
     of them would only rank noise, while the refit, which trains much longer, can still learn. The time
-    left goes to the refit.
+    left goes to the refit. One trial at chance is not enough: another configuration may learn sooner.
     """
     from optuna.trial import TrialState
 
     def reason(study: optuna.Study) -> str | None:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not complete or any(above_chance(t.value, n_valid, n_classes) for t in complete):
+        finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                    if t.intermediate_values]
+        best = max((max(t.intermediate_values.values()) for t in finished), default=0.0)
+        if len(finished) < CHANCE_TRIALS or above_chance(best, n_valid, n_classes):
             return None
-        best = max(t.value or 0.0 for t in complete)
-        return (f"trials of this length stay at chance here ({best:.1%} on {n_valid} validation utterances, "
-                f"chance {1 / n_classes:.1%}): the rest of the time goes to training longer")
+        return (f"trials of this length stay at chance here (the best of {len(finished)} reached {best:.1%} on "
+                f"{n_valid} validation utterances, chance {1 / n_classes:.1%}): the rest of the time goes to "
+                f"training longer")
 
     return reason
 

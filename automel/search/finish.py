@@ -162,8 +162,9 @@ def _ensemble_room(best: FrozenTrial, work: Workspace, options: FinishOptions, d
 
 
 def _rate(trial: FrozenTrial) -> float:
-    """The trial's training speed in steps per second (its validations included)."""
-    return int(trial.user_attrs.get("steps") or 1) / max(float(trial.user_attrs.get("seconds") or 0.0), 1e-3)
+    """The trial's training speed in steps per second (without its validations, which a refit skips)."""
+    seconds = trial.user_attrs.get("train_seconds", trial.user_attrs.get("seconds"))
+    return int(trial.user_attrs.get("steps") or 1) / max(float(seconds or 0.0), 1e-3)
 
 
 def _model(member: Member) -> torch.nn.Module:

@@ -85,6 +85,7 @@ class TrialObjective:
             release_memory(self.device)
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", round(result.seconds, 2))
+        trial.set_user_attr("train_seconds", round(result.seconds - result.validation_seconds, 2))
         trial.set_user_attr("best_step", result.best_step)
         if result.stopped_by_deadline:
             trial.set_user_attr("pruned_reason", TIME_LIMIT_REASON)

@@ -45,6 +45,7 @@ class TrainResult:
     best_state: dict[str, torch.Tensor]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by_deadline: bool = False  # ``settings.deadline`` passed before the last step
+    validation_seconds: float = 0.0  # of ``seconds``, spent validating
 
 
 def lr_lambda(steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -110,7 +111,9 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
                    "lr": float(schedule.get_last_lr()[0]), "seconds": time.perf_counter() - started}
         window_losses, correct, seen = [], torch.zeros((), device=device), 0
         if (step % settings.valid_every == 0 or last) and settings.validate:
+            validation_started = time.perf_counter()
             metrics.update(_validate(model, store, split, device, amp_dtype))
+            result.validation_seconds += time.perf_counter() - validation_started
             _keep_best(result, model, step, metrics["valid_acc"])
             result.history.append(metrics)
             if on_progress:
