@@ -110,7 +110,8 @@ def search(
         store = opened.work.store
         with view.live:
             outcome = run_trials(opened, where, options, view.events(), deadline=deadline,
-                                 stop_early=chance_stop(len(opened.work.split.valid), store.num_classes))
+                                 stop_early=chance_stop(len(opened.work.split.valid), store.num_classes)
+                                 if refit else None)  # without a refit there is nothing better to do with the time
         interrupted = outcome.interrupted
         if outcome.stopped_because:
             console.print(f"search ended early: {outcome.stopped_because}", highlight=False)
