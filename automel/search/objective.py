@@ -39,12 +39,12 @@ class SurplusTrial(Exception):
 
 
 def validation_every(steps: int, pruner: str) -> int:
-    """Validate at every rung of successive halving (the first rung's multiples); 4 times otherwise."""
-    from automel.search.study import RUNGS, VALIDATIONS, rung_steps
+    """Validate at every multiple of the first rung of successive halving; 4 times with the other pruners."""
+    from automel.search.study import VALIDATIONS, rung_steps
 
     if pruner == "asha":
         return rung_steps(steps)[0]
-    return max(1, steps // VALIDATIONS) if steps >= VALIDATIONS else max(1, steps // RUNGS)
+    return max(1, steps // VALIDATIONS)
 
 
 class TrialObjective:
