@@ -81,9 +81,9 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
 
     work = study_workspace(study, home, data_root)
     marks = [time.monotonic()]
-    members = _choose_members(study, home, work, options, device, note, deadline)
+    members, scores = _choose_members(study, home, work, options, device, note, deadline)
     marks.append(time.monotonic())
-    ensemble = {"single_valid_acc": members[0].trial.value or 0.0, **getattr(members, "scores", {})}
+    ensemble = {"single_valid_acc": members[0].trial.value or 0.0, **scores}
     fitted = _refit_members(members, work, options, device, deadline, note) if options.refit else None
     marks.append(time.monotonic())
     target = out or home / study.study_name / "best"
@@ -96,13 +96,11 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     return result
 
 
-class _Members(list[Member]):
-    scores: dict[str, float]
-
-
 def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: FinishOptions,
-                    device: torch.device, note: Note, deadline: float | None) -> _Members:
-    """The best trial alone, or the greedy ensemble of the kept candidates when it validates better."""
+                    device: torch.device, note: Note, deadline: float | None
+                    ) -> tuple[list[Member], dict[str, float]]:
+    """The best trial alone, or the greedy ensemble of the kept candidates when it validates better; with the
+    ensemble's and the best trial's validation scores when an ensemble was considered."""
     store = artifact_store(artifact_dir(home, study.study_name))
     candidates = distinct_best(study, store)
     if not candidates:
@@ -111,7 +109,7 @@ def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: F
                              f"rung within the time; give it a longer --time-limit or a smaller --steps-per-trial")
         leader = best_reached(study)  # nothing completed (a very short limit): refit the furthest trial
         note(f"no trial reached the last rung; refitting trial {leader.number}, the furthest")
-        return _Members([Member(leader, 1.0)])
+        return [Member(leader, 1.0)], {}
     if not above_chance(candidates[0].value, len(work.split.valid), work.store.num_classes):
         # Every trial is at chance: their ranking is noise. Trust the prior: the first portfolio entry.
         candidates.sort(key=lambda t: (not t.user_attrs.get("portfolio"), t.number))
@@ -121,8 +119,8 @@ def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: F
     size = _ensemble_room(candidates[0], work, options, deadline)
     if size < options.ensemble_size:
         note(f"time for {size} long refit{'s' if size > 1 else ''} only: the ensemble may hold at most {size}")
-    members = [_with_weights(Member(t, 0.0), store) for t in candidates[: max(size, 1) * 2]]
-    chosen = _Members([dataclasses.replace(members[0], weight=1.0)])
+    members = [_with_weights(Member(t, 0.0), store) for t in candidates[: 1 if size == 1 else size * 2]]
+    chosen, scores = [dataclasses.replace(members[0], weight=1.0)], {}
     if size > 1 and len(members) > 1 and len(work.split.valid):
         from automel.ensemble import greedy_ensemble, predict_proba
 
@@ -135,15 +133,13 @@ def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: F
                   "seconds": round(time.monotonic() - started, 3)}
         if len(picked) > 1 and choice.valid_acc > choice.best_single_acc:
             total = sum(float(choice.weights[i]) for i in picked)
-            chosen = _Members([dataclasses.replace(members[i], weight=float(choice.weights[i]) / total)
-                               for i in picked])
+            chosen = [dataclasses.replace(members[i], weight=float(choice.weights[i]) / total) for i in picked]
             note(f"ensemble of trials {', '.join(str(m.trial.number) for m in chosen)}: valid accuracy "
                  f"{choice.valid_acc:.2%} vs {choice.best_single_acc:.2%} for the best single trial")
         else:
             note(f"no ensemble: it validates at {choice.valid_acc:.2%}, the best single trial at "
                  f"{choice.best_single_acc:.2%}")
-        chosen.scores = scores
-    return chosen
+    return chosen, scores
 
 
 def _ensemble_room(best: FrozenTrial, work: Workspace, options: FinishOptions, deadline: float | None) -> int:
