@@ -126,9 +126,11 @@ def search(
 
 
 def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 360 == 0:
-        return f"{seconds / 3600:g}h"
-    return f"{seconds / 60:g}m" if seconds >= 60 and seconds % 6 == 0 else f"{seconds:g}s"
+    """``2h``, ``30m`` or ``90s``: the largest unit that divides ``seconds``."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _report_search(study: optuna.Study, url: str) -> None:
