@@ -297,8 +297,8 @@ def next_action(study: optuna.Study, options: SearchOptions, outcome: SearchOutc
         return Action.STOP
     if options.limit is not None and outcome.finished_here >= options.limit:
         return Action.STOP
-    if deadline is not None and time.monotonic() >= deadline:
-        return Action.STOP
+    if deadline is not None and time.monotonic() >= deadline and counts["finished"] > 0:
+        return Action.STOP  # past the deadline, but never before a first trial: without one, nothing to export
     if counts["waiting"] == 0 and counts["finished"] + counts["running"] >= options.trials:
         return Action.WAIT
     return Action.RUN

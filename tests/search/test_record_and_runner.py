@@ -46,9 +46,11 @@ def test_next_action() -> None:
     study = optuna.create_study(direction="maximize")
     outcome = SearchOutcome(study)
     assert next_action(study, TINY, outcome, None) is Action.RUN
-    assert next_action(study, TINY, outcome, time.monotonic() - 1) is Action.STOP
+    # past the deadline a first trial still runs (with none, nothing could be exported), but no second one
+    assert next_action(study, TINY, outcome, time.monotonic() - 1) is Action.RUN
     running = study.ask()
     study.tell(study.ask(), 0.5)
+    assert next_action(study, TINY, outcome, time.monotonic() - 1) is Action.STOP
     assert next_action(study, TINY, outcome, None) is Action.WAIT  # one finished + one running = the target
     study.tell(running, 0.4)
     assert next_action(study, TINY, outcome, None) is Action.STOP
