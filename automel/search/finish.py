@@ -151,8 +151,7 @@ def _ensemble_room(best: FrozenTrial, work: Workspace, options: FinishOptions, d
     """
     if not options.refit or deadline is None or options.steps is not None:
         return options.ensemble_size
-    ratio = (len(work.split.train) + len(work.split.valid)) / max(len(work.split.train), 1)
-    base = int(best.user_attrs.get("steps") or 1) * ratio
+    base, _ = refit_plan(best, _data_ratio(work), None)
     affordable = (deadline - time.monotonic()) * _rate(best) * 0.9
     return max(1, min(options.ensemble_size, int(affordable // (base * ENSEMBLE_MEMBER_LONGER))))
 
@@ -206,6 +205,11 @@ def refit_workspace(work: Workspace) -> Workspace:
     return Workspace(work.store, Split(everything, np.empty(0, dtype=np.int64), split.seed, split.valid_fraction))
 
 
+def _data_ratio(work: Workspace) -> float:
+    """How much more data a refit trains on than a trial did: (train + valid) / train."""
+    return (len(work.split.train) + len(work.split.valid)) / max(len(work.split.train), 1)
+
+
 def refit_plan(trial: FrozenTrial, data_ratio: float, seconds: float | None, max_seeds: int = 1,
                fixed: int | None = None) -> tuple[int, int]:
     """``(steps, seeds)`` for refitting ``trial`` on ``data_ratio`` times its training data.
@@ -239,7 +243,7 @@ class Fitted:
 def _refit_members(members: list[Member], work: Workspace, options: FinishOptions, device: torch.device,
                    deadline: float | None, note: Note) -> list[Fitted]:
     everything = refit_workspace(work)
-    ratio = len(everything.split.train) / max(len(work.split.train), 1)
+    ratio = _data_ratio(work)
     fitted = []
     for index, member in enumerate(members):
         share = None if deadline is None else (deadline - time.monotonic()) / (len(members) - index)
