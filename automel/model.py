@@ -30,12 +30,11 @@ _PROBE_LENGTHS = (6, 4)
 
 
 class SpeakerModel(nn.Module):
-    """``encoder (B,T,F)->(B,T,D)``, ``pooling (B,T,D)->(B,P)``, ``head (B,P)->(B,C)``."""
+    """``norm (B,T,F)->(B,T,F)``, ``encoder (B,T,F)->(B,T,D)``, ``pooling (B,T,D)->(B,P)``, ``head (B,P)->(B,C)``."""
 
-    def __init__(self, encoder: nn.Module, pooling: nn.Module, head: nn.Module,
-                 norm: FeatureNorm | None = None) -> None:
+    def __init__(self, encoder: nn.Module, pooling: nn.Module, head: nn.Module, norm: FeatureNorm) -> None:
         super().__init__()
-        self.norm: nn.Module = norm if norm is not None else _Passthrough()
+        self.norm = norm
         self.encoder = encoder
         self.pooling = pooling
         self.head = head
@@ -51,13 +50,6 @@ class SpeakerModel(nn.Module):
     def set_progress(self, progress: float) -> None:
         """Training is ``progress`` (0..1) done: lets a margin head warm its margin up."""
         set_head_progress(self.head, progress)
-
-
-class _Passthrough(nn.Module):
-    """No normalisation (a model composed by hand without a :class:`FeatureNorm`)."""
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return x
 
 
 def plugin_names(params: Mapping[str, Any]) -> dict[Kind, str]:

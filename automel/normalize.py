@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 NORMALIZE_PARAM = "train.normalize"  # searched with the training parameters, saved with the weights
+NORMALIZE_MODES = ("none", "global", "utterance")  # the one list: TrainParams checks against it too
 DEFAULT_NORMALIZE = "global"
 
 
@@ -22,8 +23,8 @@ class FeatureNorm(nn.Module):
 
     def __init__(self, n_mels: int, mode: str = DEFAULT_NORMALIZE) -> None:
         super().__init__()
-        if mode not in ("none", "global", "utterance"):
-            raise ValueError(f"unknown normalisation {mode!r}")
+        if mode not in NORMALIZE_MODES:
+            raise ValueError(f"unknown normalisation {mode!r} (one of {', '.join(NORMALIZE_MODES)})")
         self.mode = mode
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("std", torch.ones(n_mels))

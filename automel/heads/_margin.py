@@ -1,4 +1,4 @@
-"""What the margin heads (AM-softmax, AAM-softmax) share.
+"""What the margin heads (AM-softmax, AAM-softmax) share: config, module and plugin bases.
 
 Both compare an L2-normalised embedding with L2-normalised class weights, so a logit is
 ``s * cos(theta_c)``; they differ only in how the target class's cosine is penalised while
@@ -7,28 +7,52 @@ The margin can warm up linearly from 0 over the first ``margin_warmup`` fraction
 (``set_progress``; the current value is the 0-d buffer ``margin``), which keeps early training
 from stalling on a margin the random embeddings cannot meet yet.
 
-Shapes: ``embedding (B, P)``, ``labels (B,) | None`` -> logits ``(B, C)``.
+A margin head is a :class:`MarginConfig` subclass (its fields), a :class:`MarginHead` subclass (its
+:meth:`~MarginHead.target_logit`) and a :class:`MarginHeadPlugin` subclass (its name and search ranges).
+
+Shapes: ``embedding (B, P)``, ``labels (B,) | None`` -> logits ``(B, C)``, always float32.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+import optuna
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MarginHead", "check_margin_config"]
+from automel.plugin import HeadPlugin
+
+__all__ = ["EMBED_CHOICES", "MarginConfig", "MarginHead", "MarginHeadPlugin"]
+
+# Searched widths of the speaker-embedding projection (None: no projection).
+EMBED_CHOICES: tuple[int | None, ...] = (None, 128, 192, 256)
 
 
-def check_margin_config(embed_dim: int | None, scale: float, margin: float, margin_warmup: float) -> None:
-    """Raise ValueError for a value no margin head can use."""
-    if embed_dim is not None and embed_dim < 1:
-        raise ValueError(f"embed_dim={embed_dim} must be positive or None")
-    if scale <= 0:
-        raise ValueError(f"scale={scale} must be positive")
-    if margin < 0:
-        raise ValueError(f"margin={margin} must not be negative")
-    if not 0.0 <= margin_warmup <= 1.0:
-        raise ValueError(f"margin_warmup={margin_warmup} must be a fraction of training in [0, 1]")
+@dataclass(frozen=True)
+class MarginConfig:
+    """The fields every margin head has; a subclass adds its own (trial parameter ``head.<name>.<field>``).
+
+    ``embed_dim``: width of the ``Linear + BatchNorm`` embedding projection (None: none); ``scale``: s;
+    ``margin``: m at full strength; ``margin_warmup``: fraction of training spent raising m from 0.
+    """
+
+    embed_dim: int | None = 192
+    scale: float = 30.0
+    margin: float = 0.2
+    margin_warmup: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.embed_dim is not None and self.embed_dim < 1:
+            raise ValueError(f"embed_dim={self.embed_dim} must be positive or None")
+        if self.scale <= 0:
+            raise ValueError(f"scale={self.scale} must be positive")
+        if self.margin < 0:
+            raise ValueError(f"margin={self.margin} must not be negative")
+        if not 0.0 <= self.margin_warmup <= 1.0:
+            raise ValueError(f"margin_warmup={self.margin_warmup} must be a fraction of training in [0, 1]")
 
 
 class MarginHead(nn.Module):
@@ -36,6 +60,10 @@ class MarginHead(nn.Module):
 
     ``embed_dim`` adds the usual speaker-embedding projection ``Linear(P, E) + BatchNorm1d(E)``
     (None: use the pooled vector as it is).
+
+    The whole head runs in float32, autocast or not: under bf16 a cosine near 1 is rounded in steps
+    of 2^-8, which at ``s = 30`` moves the logits in steps of about 0.12, a sizeable part of the
+    margin itself. The head is a few small matrix products, so full precision costs nothing.
     """
 
     def __init__(
@@ -75,18 +103,59 @@ class MarginHead(nn.Module):
         self.margin.fill_(value)
 
     def cosine(self, embedding: Tensor) -> Tensor:
-        """``cos(theta)`` between each (projected) embedding and each class weight: ``(B, C)``."""
-        return F.linear(F.normalize(self.projection(embedding), dim=-1), F.normalize(self.weight, dim=-1))
+        """``cos(theta)`` between each (projected) embedding ``(B, P)`` and each class weight: ``(B, C)``, fp32."""
+        with torch.autocast(device_type=embedding.device.type, enabled=False):
+            projected = self.projection(embedding.float())
+            return F.linear(F.normalize(projected, dim=-1), F.normalize(self.weight.float(), dim=-1))
 
     def target_logit(self, cos: Tensor) -> Tensor:
         """The penalised cosine that replaces ``cos`` at the target class (elementwise), before scaling."""
         raise NotImplementedError
 
     def forward(self, embedding: Tensor, labels: Tensor | None = None) -> Tensor:
-        cos = self.cosine(embedding)
-        if labels is None:
-            return self.scale * cos
-        target = F.one_hot(labels, cos.size(-1)).bool()
-        # Computing the margin for the whole matrix and picking the target column with `where` is
-        # cheaper than gathering/scattering, and autograd only flows through the picked entries.
-        return self.scale * torch.where(target, self.target_logit(cos), cos)
+        """``embedding (B, P)``, ``labels (B,) | None`` -> float32 logits ``(B, C)``."""
+        with torch.autocast(device_type=embedding.device.type, enabled=False):
+            cos = self.cosine(embedding)
+            if labels is None:
+                return self.scale * cos
+            target = F.one_hot(labels, cos.size(-1)).bool()
+            # Computing the margin for the whole matrix and picking the target column with `where` is
+            # cheaper than gathering/scattering, and autograd only flows through the picked entries.
+            return self.scale * torch.where(target, self.target_logit(cos), cos)
+
+
+class MarginHeadPlugin(HeadPlugin):
+    """A margin head's plugin: a subclass sets ``name``, ``config_cls``, ``head_cls`` and ``margin_range``.
+
+    The search space is the same for every margin head, so that trial parameters keep their names
+    (``head.<name>.embed_dim``, ``.scale``, ``.margin``): the projection width from
+    :data:`EMBED_CHOICES`, s from ``scale_range`` and m from ``margin_range`` (both uniform). Other
+    config fields keep their defaults in a search.
+    """
+
+    config_cls: ClassVar[type[MarginConfig]]
+    head_cls: ClassVar[type[MarginHead]]
+    scale_range: ClassVar[tuple[float, float]] = (15.0, 40.0)
+    margin_range: ClassVar[tuple[float, float]]
+
+    @classmethod
+    def suggest(cls, trial: optuna.trial.BaseTrial) -> MarginConfig:
+        return cls.config_cls(
+            embed_dim=cast("int | None", trial.suggest_categorical(cls.param("embed_dim"), EMBED_CHOICES)),
+            scale=trial.suggest_float(cls.param("scale"), *cls.scale_range),
+            margin=trial.suggest_float(cls.param("margin"), *cls.margin_range),
+        )
+
+    @classmethod
+    def head_options(cls, config: Any) -> dict[str, Any]:
+        """The keyword arguments of ``head_cls`` taken from ``config``; extend it for extra fields."""
+        return {
+            "embed_dim": config.embed_dim,
+            "scale": config.scale,
+            "margin": config.margin,
+            "margin_warmup": config.margin_warmup,
+        }
+
+    @classmethod
+    def build(cls, config: Any, in_dim: int, num_classes: int) -> MarginHead:
+        return cls.head_cls(in_dim, num_classes, **cls.head_options(config))

@@ -16,34 +16,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import optuna
 import torch
 from torch import Tensor
 
-from automel.heads._margin import MarginHead, check_margin_config
-from automel.plugin import HeadPlugin
+from automel.heads._margin import MarginConfig, MarginHead, MarginHeadPlugin
 
 __all__ = ["AAMSoftmax", "AAMSoftmaxConfig", "AngularMarginHead"]
 
-EMBED_CHOICES = (None, 128, 192, 256)
 # sin(theta) = sqrt(1 - cos^2) has an infinite derivative at cos = +-1; a tiny floor keeps it finite.
 SINE_FLOOR = 1e-9
 
 
 @dataclass(frozen=True)
-class AAMSoftmaxConfig:
-    """Fields are ``head.aam-softmax.<field>``; ``margin_warmup``: fraction of training spent raising m."""
+class AAMSoftmaxConfig(MarginConfig):
+    """Fields are ``head.aam-softmax.<field>``: :class:`MarginConfig`'s and ``easy_margin`` (not searched)."""
 
-    embed_dim: int | None = 192
-    scale: float = 30.0
-    margin: float = 0.2
-    margin_warmup: float = 0.2
     easy_margin: bool = False
-
-    def __post_init__(self) -> None:
-        check_margin_config(self.embed_dim, self.scale, self.margin, self.margin_warmup)
 
 
 class AngularMarginHead(MarginHead):
@@ -62,28 +52,14 @@ class AngularMarginHead(MarginHead):
         return torch.where(cos > torch.cos(math.pi - m), phi, cos - torch.sin(math.pi - m) * m)
 
 
-class AAMSoftmax(HeadPlugin):
+class AAMSoftmax(MarginHeadPlugin):
     """Additive angular margin (ArcFace) softmax with a searchable scale and margin."""
 
     name = "aam-softmax"
     config_cls = AAMSoftmaxConfig
+    head_cls = AngularMarginHead
+    margin_range = (0.1, 0.5)
 
     @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> AAMSoftmaxConfig:
-        return AAMSoftmaxConfig(
-            embed_dim=cast("int | None", trial.suggest_categorical(cls.param("embed_dim"), EMBED_CHOICES)),
-            scale=trial.suggest_float(cls.param("scale"), 15.0, 40.0),
-            margin=trial.suggest_float(cls.param("margin"), 0.1, 0.5),
-        )
-
-    @classmethod
-    def build(cls, config: Any, in_dim: int, num_classes: int) -> AngularMarginHead:
-        return AngularMarginHead(
-            in_dim,
-            num_classes,
-            embed_dim=config.embed_dim,
-            scale=config.scale,
-            margin=config.margin,
-            margin_warmup=config.margin_warmup,
-            easy_margin=config.easy_margin,
-        )
+    def head_options(cls, config: Any) -> dict[str, Any]:
+        return {**super().head_options(config), "easy_margin": config.easy_margin}

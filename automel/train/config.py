@@ -9,10 +9,9 @@ from typing import Any
 
 from automel.data.augment import LEVELS as AUGMENT_LEVELS
 from automel.errors import ConfigError
-from automel.normalize import DEFAULT_NORMALIZE
+from automel.normalize import DEFAULT_NORMALIZE, NORMALIZE_MODES
 
 PREFIX = "train."
-NORMALIZE_MODES = ("none", "global", "utterance")
 
 
 @dataclass(frozen=True)
