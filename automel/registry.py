@@ -7,11 +7,14 @@ plugin that fails to load is recorded once (name, distribution, error) and skipp
 works. A name claimed by two external distributions loads from neither: which one won would depend on
 the order of ``sys.path``, so a study could silently change models between machines.
 ``AUTOMEL_DISABLE_PLUGIN_AUTOLOAD=1`` turns external loading off (as pytest's switch does).
+
+Library code takes a :class:`Registry` as a parameter; only the outermost entry points (the CLI, a
+public function's default) fall back to :func:`default_registry`, the process-wide one, which tests
+reset with :func:`reset_default_registry`. :func:`build_registry` makes a fresh one.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -71,7 +74,8 @@ class LoadFailure:
 
 
 class Registry:
-    """Plugins by kind and name. Build a fresh one in tests; use :func:`default_registry` elsewhere."""
+    """Plugins by kind and name. :func:`build_registry` makes a loaded one; :func:`default_registry` is the
+    process-wide one that the outermost entry points fall back to."""
 
     def __init__(self) -> None:
         self._entries: dict[Kind, dict[str, Entry]] = {kind: {} for kind in KINDS}
@@ -87,6 +91,12 @@ class Registry:
                 f"and by {distribution}; uninstall one of them"
             )
         self._entries[kind][plugin.name] = Entry(plugin, distribution, version)
+
+    def unregister(self, kind: Kind, name: str) -> Entry:
+        """Remove plugin ``name`` and return its entry; :class:`PluginError` if it is not registered."""
+        entry = self.entry(kind, name)
+        del self._entries[kind][name]
+        return entry
 
     def get(self, kind: Kind, name: str) -> type[Plugin]:
         """The plugin class; an unknown name is an error saying why (failed to load, or not installed)."""
@@ -109,16 +119,20 @@ class Registry:
         return next((f for f in self.failures if f.kind == kind and f.name == name), None)
 
     def entry(self, kind: Kind, name: str) -> Entry:
+        """The plugin with its distribution and version; :class:`PluginError` if it is unknown."""
         self.get(kind, name)
         return self._entries[kind][name]
 
     def names(self, kind: Kind) -> list[str]:
+        """The registered names of ``kind``, sorted."""
         return sorted(self._entries[kind])
 
     def entries(self, kind: Kind) -> list[Entry]:
+        """The entries of ``kind``, by name."""
         return [self._entries[kind][n] for n in self.names(kind)]
 
     def load_builtins(self) -> None:
+        """Register automel's own plugins (listed in :data:`BUILTINS`)."""
         from automel import __version__
 
         for paths in BUILTINS.values():
@@ -209,11 +223,37 @@ def _what(obj: Any) -> str:
     return f"{type(obj).__name__} {obj!r}"[:80]
 
 
-@functools.cache
-def default_registry() -> Registry:
-    """Built-ins plus (unless disabled) every installed external plugin, loaded once per process."""
+def autoload_enabled() -> bool:
+    """Whether external plugins load by default: unless ``AUTOMEL_DISABLE_PLUGIN_AUTOLOAD`` is set."""
+    return os.environ.get(DISABLE_ENV, "") not in ("1", "true", "yes")
+
+
+def build_registry(autoload: bool | None = None) -> Registry:
+    """A fresh registry: the built-ins plus, if ``autoload`` (default: :func:`autoload_enabled`), every
+    installed external plugin."""
     registry = Registry()
     registry.load_builtins()
-    if os.environ.get(DISABLE_ENV, "") not in ("1", "true", "yes"):
+    if (autoload_enabled() if autoload is None else autoload):
         registry.load_entry_points()
     return registry
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """Built-ins plus (unless disabled) every installed external plugin, loaded once per process."""
+    global _default
+    if _default is None:
+        _default = build_registry()
+    return _default
+
+
+def reset_default_registry() -> None:
+    """Forget the process-wide registry: the next :func:`default_registry` loads a fresh one.
+
+    For tests, which get a fresh default registry each (so a plugin one test registers never leaks into
+    the next), and for a process whose environment (``AUTOMEL_DISABLE_PLUGIN_AUTOLOAD``) changed.
+    """
+    global _default
+    _default = None

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared, an isolated automel home, and a CLI runner."""
+"""Shared fixtures: the real data in ../shared, an isolated automel home and registry, and a CLI runner."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from automel.registry import DISABLE_ENV, reset_default_registry
+
+# The core suite tests the built-ins only, whatever plugin packages the venv holds. Set before any test
+# module is imported, so nothing collected can fill the default registry with external plugins; tests of
+# external loading build their own registry (``build_registry(autoload=True)``) or turn autoload back on.
+os.environ[DISABLE_ENV] = "1"
+reset_default_registry()
 # Rich wraps at the terminal width; a wide one keeps long paths on one line in captured output.
 os.environ.setdefault("COLUMNS", "200")
 # One torch thread per process: OpenMP threads that busy-wait collapse (10x slower) as soon as anything
@@ -47,10 +54,17 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """Every test gets its own AUTOMEL_HOME, so no test reads another's caches or studies."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("AUTOMEL_HOME", str(home))
-    # The core suite tests the built-ins only, whatever plugin packages the venv holds; tests of external
-    # loading turn autoload back on themselves.
-    monkeypatch.setenv("AUTOMEL_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv(DISABLE_ENV, "1")  # undoes a test's own change of the switch
     yield home
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry() -> Iterator[None]:
+    """Every test starts with a fresh default registry (built-ins only) and leaves none behind: a plugin one
+    test registers never reaches the next."""
+    reset_default_registry()
+    yield
+    reset_default_registry()
 
 
 @pytest.fixture

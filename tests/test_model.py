@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import optuna
 import pytest
 import torch
 from torch import Tensor, nn
@@ -14,9 +10,9 @@ from automel import model as model_module
 from automel.errors import ConfigError, PluginError
 from automel.heads._margin import MarginHead
 from automel.model import SpeakerModel, build_model, resolve_model_params
-from automel.plugin import EncoderPlugin, PoolingPlugin
 from automel.presets import PRESETS, preset_params
 from automel.registry import Registry
+from automel.testing.plugins import FixedWidthPooling, LyingPooling, NoOutDimEncoder
 
 N_MELS, N_CLASSES = 40, 600
 
@@ -125,68 +121,6 @@ def test_resolve_fills_defaults_and_drops_other_keys() -> None:
 
 
 # --- dimension checks, with fake plugins in a fresh registry ------------------------------------
-
-
-@dataclass(frozen=True)
-class NoConfig:
-    pass
-
-
-class LyingPool(nn.Module):
-    """Claims out_dim = D but returns 2D."""
-
-    def __init__(self, in_dim: int) -> None:
-        super().__init__()
-        self.out_dim = in_dim
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return torch.cat([x.mean(1), x.mean(1)], dim=-1)
-
-
-class LyingPooling(PoolingPlugin):
-    name = "lying"
-    config_cls = NoConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> NoConfig:
-        return NoConfig()
-
-    @classmethod
-    def build(cls, config: Any, in_dim: int) -> nn.Module:
-        return LyingPool(in_dim)
-
-
-class FixedWidthPool(nn.Module):
-    """Ignores in_dim: projects from 7 channels whatever it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out_dim = 7
-        self.linear = nn.Linear(7, 7)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.linear(x).mean(1)
-
-
-class FixedWidthPooling(LyingPooling):
-    name = "fixed-width"
-
-    @classmethod
-    def build(cls, config: Any, in_dim: int) -> nn.Module:
-        return FixedWidthPool()
-
-
-class NoOutDimEncoder(EncoderPlugin):
-    name = "no-out-dim"
-    config_cls = NoConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> NoConfig:
-        return NoConfig()
-
-    @classmethod
-    def build(cls, config: Any, in_dim: int) -> nn.Module:
-        return nn.Identity()
 
 
 @pytest.fixture

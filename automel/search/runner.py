@@ -110,7 +110,10 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 @dataclass
 class OpenedSearch:
-    """A study ready to run: its data, its frozen space, and the budget and scale it was created with."""
+    """A study ready to run: its data, its frozen space, and the budget and scale it was created with.
+
+    ``registry`` holds the plugins that the space names: the trials of this search sample and build from it.
+    """
 
     study: optuna.Study
     work: Workspace
@@ -119,6 +122,7 @@ class OpenedSearch:
     steps: int
     scale: str
     pruner: str = "asha"
+    registry: Registry = field(default_factory=default_registry)
 
 
 # Sizes the last rung of a new study (from the time limit): (workspace, space, scale) -> steps.
@@ -131,8 +135,9 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
 
     Every option is validated before the storage is touched, so a bad command leaves nothing behind.
     ``plan_steps`` sizes the last rung of a *new* study (from a time limit); an existing study keeps its own.
+    ``registry`` (default: :func:`default_registry`, the installed plugins) is the one the whole search uses.
     """
-    registry = registry or default_registry()
+    registry = registry if registry is not None else default_registry()
     device = select_device(options.device)
     scale = "cpu" if device.type == "cpu" else "gpu"
     make_pruner(options.pruner, CPU_STEPS)  # validates the names; the real ones are made in attach_study
@@ -170,7 +175,7 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
         from automel.search.portfolio import enqueue_portfolio
 
         enqueue_portfolio(study, space, scale, registry)
-    return OpenedSearch(study, work, space, url, steps, scale, options.pruner)
+    return OpenedSearch(study, work, space, url, steps, scale, options.pruner, registry)
 
 
 def _steps_for(study: optuna.Study, options: SearchOptions, device_type: str, planned: Callable[[], int | None]

@@ -55,8 +55,9 @@ class SearchSpace:
 
 def make_space(encoders: list[str] | None, poolings: list[str] | None, heads: list[str] | None,
                registry: Registry | None = None) -> SearchSpace:
-    """Every installed plugin of a kind unless a list is given; unknown names are an error."""
-    registry = registry or default_registry()
+    """Every plugin of a kind in ``registry`` (default: :func:`default_registry`) unless a list is given;
+    unknown names are an error."""
+    registry = registry if registry is not None else default_registry()
     chosen: dict[Kind, tuple[str, ...]] = {}
     for kind, names in zip(KINDS, (encoders, poolings, heads), strict=True):
         allowed = names or registry.names(kind)
@@ -82,8 +83,12 @@ def suggest_train(trial: optuna.trial.BaseTrial) -> TrainParams:
 
 def suggest_params(trial: optuna.trial.BaseTrial, space: SearchSpace, registry: Registry | None = None
                    ) -> dict[str, Any]:
-    """Sample a whole trial; returns the plugin names plus every namespaced parameter the trial used."""
-    registry = registry or default_registry()
+    """Sample a whole trial; returns the plugin names plus every namespaced parameter the trial used.
+
+    The plugins come from ``registry``: a search passes its own (:attr:`OpenedSearch.registry`); the
+    default, :func:`default_registry`, is for callers outside a search.
+    """
+    registry = registry if registry is not None else default_registry()
     params: dict[str, Any] = {}
     for kind in KINDS:
         name = trial.suggest_categorical(kind, list(space.names(kind)))

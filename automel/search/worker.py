@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from automel.errors import StudyError
-from automel.registry import default_registry
+from automel.registry import Registry, default_registry
 from automel.search.record import StudyRecord
 from automel.search.runner import OpenedSearch, SearchOptions, attach_study
 from automel.search.study import GRACE_PERIOD, adopt_content_id, open_storage
@@ -25,16 +25,20 @@ from automel.train.run import open_workspace
 
 def open_worker(home: Path, name: str, url: str, data: Path | None = None, device: str = "auto",
                 limit: int | None = None, grace_period: int = GRACE_PERIOD, salt: int | None = None,
-                timeout: float | None = None) -> tuple[OpenedSearch, SearchOptions]:
+                timeout: float | None = None, registry: Registry | None = None
+                ) -> tuple[OpenedSearch, SearchOptions]:
     """Load study ``name`` from ``url`` with the search it was created for; check the data set is the same.
 
     ``data`` points at this machine's copy of the study's data set when it does not lie at the recorded
     root. ``salt`` seeds this worker's sampler apart from the others' (default: the process id).
+    ``registry`` (default: :func:`default_registry`, the installed plugins) must hold every plugin the
+    study's space names; the worker's trials sample and build from it.
     """
+    registry = registry if registry is not None else default_registry()
     select_device(device)  # a bad --device fails before anything is opened
     loaded = _load(url, name)
     record = StudyRecord.read(loaded)
-    record.space.check_installed(default_registry())
+    record.space.check_installed(registry)
     root = Path(data) if data is not None else Path(record.dataset.root)
     if not root.is_dir():
         raise StudyError(f"the study's data set {root} is not on this machine; pass --data DIR with a copy of it")
@@ -50,7 +54,9 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
                             keep=engine.keep, grace_period=grace_period, limit=limit, timeout=timeout,
                             sampler_salt=os.getpid() if salt is None else salt)
     study = attach_study(url, name, options, record.steps_per_trial, create=False)
-    return OpenedSearch(study, work, record.space, url, record.steps_per_trial, record.scale, engine.pruner), options
+    opened = OpenedSearch(study, work, record.space, url, record.steps_per_trial, record.scale, engine.pruner,
+                          registry)
+    return opened, options
 
 
 def _load(url: str, name: str) -> optuna.Study:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from torch import nn
 from typer.testing import CliRunner
 
 from automel import __version__
 from automel import registry as registry_module
-from automel.plugin import EncoderPlugin, by_scale
 from automel.plugin_info import describe_plugins, format_distribution, probe_space
 from automel.registry import LoadFailure, Registry
+from automel.testing.plugins import BranchyEncoder, BrokenSpaceEncoder
 from tests.conftest import run
 
 BUILTINS = {"encoder": ["conformer", "tdnn", "transformer"], "pooling": ["attentive-stats", "mean", "self-attention"],
@@ -63,42 +60,12 @@ def test_bad_option_values_give_one_line(cli: CliRunner, args: list[str], messag
     assert stdout == ""
 
 
-@dataclass(frozen=True)
-class FakeConfig:
-    width: int = 4
-
-
-class FakeEncoder(EncoderPlugin):
-    """Enough of an encoder to register; only its search space matters here."""
-
-    name = "fake"
-    config_cls = FakeConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> FakeConfig:
-        return FakeConfig(trial.suggest_int(cls.param("width"), 2, 8))
-
-    @classmethod
-    def build(cls, config: Any, in_dim: int) -> nn.Module:
-        return nn.Linear(in_dim, config.width)
-
-
-class Broken(FakeEncoder):
-    """Registered fine, but its search space raises: listed with the error, not fatal."""
-
-    name = "broken-space"
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> Any:
-        raise ValueError("no space today")
-
-
 @pytest.fixture
 def troubled_registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
     """Built-ins, a plugin whose suggest() raises and a recorded load failure, as `plugins` will see them."""
     registry = Registry()
     registry.load_builtins()
-    registry.register(Broken, "automel-broken", "9.9")
+    registry.register(BrokenSpaceEncoder, "automel-broken", "9.9")
     registry.failures.append(LoadFailure("head", "arc", "automel-arc", "ImportError: no module named arc", "1.2"))
     monkeypatch.setattr(registry_module, "default_registry", lambda: registry)
     return registry
@@ -117,30 +84,11 @@ def test_failures_are_listed_below_and_strict_exits_1(cli: CliRunner, troubled_r
     assert code == 0
 
 
-@dataclass(frozen=True)
-class BranchConfig:
-    layers: int = 1
-    width: int | None = None
-
-
-class Branchy(FakeEncoder):
-    """A define-by-run space with a branch: ``width`` exists only when ``layers`` > 1."""
-
-    name = "branchy"
-    config_cls = BranchConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> BranchConfig:
-        layers = trial.suggest_int(cls.param("layers"), 1, by_scale(2, 3))
-        width = trial.suggest_int(cls.param("width"), 8, 64, step=8) if layers > 1 else None
-        return BranchConfig(layers, width)
-
-
 def test_probe_space_reaches_conditional_branches_at_each_scale() -> None:
-    gpu = probe_space(Branchy, "gpu")
+    gpu = probe_space(BranchyEncoder, "gpu")
     assert gpu == {"encoder.branchy.layers": IntDistribution(1, 3),
                    "encoder.branchy.width": IntDistribution(8, 64, step=8)}
-    assert probe_space(Branchy, "cpu")["encoder.branchy.layers"] == IntDistribution(1, 2)
+    assert probe_space(BranchyEncoder, "cpu")["encoder.branchy.layers"] == IntDistribution(1, 2)
 
 
 def test_describe_plugins_in_registry_order() -> None:

@@ -1,25 +1,27 @@
-"""Every registered plugin (built-in or installed) against the contract in automel.testing."""
+"""Every plugin, built-in or installed, against the contract in automel.testing.
+
+The plugins come from an explicit registry with autoload on (:func:`installed`), built when the tests are
+collected (``pytest_generate_tests``), not when this module is imported: the default registry of the core
+suite stays built-ins only.
+"""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from automel import testing
-from automel.layers import MaskedBatchNorm1d, masked_fill_padding
 from automel.model import build_model
-from automel.plugin import KINDS, SCALES, EncoderPlugin, Plugin, PoolingPlugin, using_search_scale
-from automel.registry import default_registry
+from automel.plugin import KINDS, SCALES, Plugin, using_search_scale
+from automel.registry import Registry, build_registry, default_registry
+from automel.testing.plugins import LeakyPooling, leaky_norm_encoder
 
-PLUGINS: list[type[Plugin]] = [entry.plugin for kind in KINDS for entry in default_registry().entries(kind)]
 MODULE_CHECKS: dict[str, Callable[..., None]] = {
     "shapes": testing.check_shapes,
     "eval-masking": testing.check_eval_masking,
@@ -30,13 +32,14 @@ MODULE_CHECKS: dict[str, Callable[..., None]] = {
 N_SAMPLED = 2  # configs drawn from each plugin's own search space, besides its defaults
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: intra-op threads only add overhead (and spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@functools.cache
+def installed() -> Registry:
+    """Built-ins plus every installed plugin package (such as this repository's automel-ecapa), loaded once."""
+    return build_registry(autoload=True)
+
+
+def plugins() -> list[type[Plugin]]:
+    return [entry.plugin for kind in KINDS for entry in installed().entries(kind)]
 
 
 def _id(plugin: type[Plugin]) -> str:
@@ -48,21 +51,40 @@ def _configs(plugin: type[Plugin]) -> list[tuple[str, Any]]:
     return [("default", plugin.config_cls()), *((f"sampled{i}", cfg) for i, (_, cfg) in enumerate(sampled))]
 
 
-CASES = [
-    pytest.param(plugin, check, config, id=f"{_id(plugin)}-{check_name}-{config_name}")
-    for plugin in PLUGINS
-    for config_name, config in _configs(plugin)
-    for check_name, check in MODULE_CHECKS.items()
-]
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize by argument names: ``check`` (every module check on every plugin and config), ``plugin``
+    (every plugin), ``encoder, pooling, head`` (every combination of names)."""
+    args = set(metafunc.fixturenames)
+    if "check" in args and "plugin" in args:
+        metafunc.parametrize(("plugin", "check", "config"), [
+            pytest.param(plugin, check, config, id=f"{_id(plugin)}-{check_name}-{config_name}")
+            for plugin in plugins()
+            for config_name, config in _configs(plugin)
+            for check_name, check in MODULE_CHECKS.items()
+        ])
+    elif "plugin" in args:
+        metafunc.parametrize("plugin", plugins(), ids=_id)
+    elif {"encoder", "pooling", "head"} <= args:
+        metafunc.parametrize(("encoder", "pooling", "head"), [
+            pytest.param(*names, id="+".join(names))
+            for names in itertools.product(*(installed().names(kind) for kind in KINDS))
+        ])
 
 
-@pytest.mark.parametrize(("plugin", "check", "config"), CASES)
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only add overhead (and spin on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_module_contract(plugin: type[Plugin], check: Callable[..., None], config: Any) -> None:
     check(plugin, config)
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("plugin", PLUGINS, ids=_id)
 def test_suggest_roundtrip(plugin: type[Plugin], scale: str) -> None:
     with using_search_scale(scale):
         testing.check_suggest_roundtrip(plugin)
@@ -82,25 +104,19 @@ def test_cpu_scale_keeps_encoders_small() -> None:
 
 
 def test_every_builtin_is_checked() -> None:
-    names = {_id(p) for p in PLUGINS}
+    names = {_id(p) for p in plugins()}
     assert {"encoder:transformer", "encoder:conformer", "pooling:mean", "pooling:self-attention"} <= names
     assert {"pooling:attentive-stats", "head:softmax", "head:am-softmax", "head:aam-softmax"} <= names
     assert "encoder:tdnn" in names
 
 
-COMBOS = [
-    pytest.param(*names, id="+".join(names))
-    for names in itertools.product(*(default_registry().names(kind) for kind in KINDS))
-]
-
-
-@pytest.mark.parametrize(("encoder", "pooling", "head"), COMBOS)
 def test_full_model_masking_invariance(encoder: str, pooling: str, head: str) -> None:
     """``model.embed`` (and inference logits) of an utterance alone equal it padded in a batch."""
     n_mels, lengths = 10, (11, 4, 7)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_model({"encoder": encoder, "pooling": pooling, "head": head}, n_mels, 6).eval()
+        names = {"encoder": encoder, "pooling": pooling, "head": head}
+        model = build_model(names, n_mels, 6, installed()).eval()
         x = 100.0 * torch.randn(len(lengths), max(lengths), n_mels)  # padding: large noise
         mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
         x[mask] = torch.randn(int(mask.sum()), n_mels)
@@ -113,36 +129,6 @@ def test_full_model_masking_invariance(encoder: str, pooling: str, head: str) ->
 
 
 # --- the kit itself: each check fails, with a clear message, on a plugin that breaks its rule ---
-
-
-@dataclass(frozen=True)
-class WidthConfig:
-    width: int = 4
-
-
-class LeakyMean(nn.Module):
-    """Averages padded frames too: the classic masking bug."""
-
-    def __init__(self, in_dim: int, width: int) -> None:
-        super().__init__()
-        self.out_dim = in_dim
-        self.unused = nn.Linear(in_dim, width)  # never called: no gradient
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return x.mean(dim=1)
-
-
-class LeakyPooling(PoolingPlugin):
-    name = "leaky"
-    config_cls = WidthConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> WidthConfig:
-        return WidthConfig(width=trial.suggest_int("width", 2, 8))  # not namespaced
-
-    @classmethod
-    def build(cls, config: Any, in_dim: int) -> LeakyMean:
-        return LeakyMean(in_dim, config.width)
 
 
 @pytest.mark.parametrize(
@@ -158,44 +144,6 @@ def test_kit_catches_broken_plugin(check: Callable[..., None], message: str) -> 
         check(LeakyPooling)
 
 
-class NormEncoder(nn.Module):
-    """Linear, then a BatchNorm over ``(B, C, T)``; ``leak`` picks how padding gets into it in training."""
-
-    def __init__(self, in_dim: int, width: int, leak: str) -> None:
-        super().__init__()
-        self.out_dim, self.leak = width, leak
-        self.linear = nn.Linear(in_dim, width)
-        self.norm = nn.BatchNorm1d(width) if leak == "outputs" else MaskedBatchNorm1d(width)
-        self.tracker = nn.BatchNorm1d(width, affine=False)  # "monitoring" statistics over every frame
-        self.dropout = nn.Dropout(0.5)  # a module: the train-mode check switches it off
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        h = self.linear(masked_fill_padding(x, mask)).transpose(1, 2)  # padding zeroed: still counted
-        # "outputs": a plain nn.BatchNorm1d, whose training statistics count padded frames too
-        h = self.norm(h) if self.leak == "outputs" else self.norm(h, mask)
-        if self.leak == "buffers":
-            self.tracker(h)  # output unused, but its running statistics count padded frames
-        if self.leak == "random":
-            h = F.dropout(h, 0.5, self.training)  # functional: the kit cannot switch it off
-        return masked_fill_padding(self.dropout(h.transpose(1, 2)), mask)
-
-
-def _norm_encoder(leak: str) -> type[EncoderPlugin]:
-    class Leaky(EncoderPlugin):
-        name = f"leaky-{leak}"
-        config_cls = WidthConfig
-
-        @classmethod
-        def suggest(cls, trial: optuna.trial.BaseTrial) -> WidthConfig:
-            return WidthConfig(width=trial.suggest_int(cls.param("width"), 2, 8))
-
-        @classmethod
-        def build(cls, config: Any, in_dim: int) -> NormEncoder:
-            return NormEncoder(in_dim, config.width, leak)
-
-    return Leaky
-
-
 TRAIN_LEAKS = {
     "outputs": r"encoder 'leaky-outputs': in train mode \(dropout off\), the same batch padded to 19 frames "
     r"instead of 13 changes the real outputs by up to .*MaskedBatchNorm1d",
@@ -207,7 +155,7 @@ TRAIN_LEAKS = {
 
 @pytest.mark.parametrize("leak", list(TRAIN_LEAKS))
 def test_train_mode_check_catches_what_eval_mode_cannot(leak: str) -> None:
-    plugin = _norm_encoder(leak)
+    plugin = leaky_norm_encoder(leak)
     testing.check_eval_masking(plugin)  # eval mode: running statistics, per frame, so no leak shows
     testing.check_shapes(plugin)
     for check in (testing.check_train_masking, testing.check_masking_invariance, testing.check_plugin):
@@ -216,4 +164,4 @@ def test_train_mode_check_catches_what_eval_mode_cannot(leak: str) -> None:
 
 
 def test_train_mode_check_passes_masked_batch_norm_and_dropout_modules() -> None:
-    testing.check_plugin(_norm_encoder("none"))
+    testing.check_plugin(leaky_norm_encoder("none"))

@@ -23,40 +23,13 @@ from automel import __version__
 from automel.search.study import default_storage, open_storage
 from tests.conftest import HW4_SAMPLE, need
 
+# automel's tiny fake encoder, renamed: a valid plugin (``encoder.good.width``, int 8..32 log).
 GOOD_MODULE = '''
-from dataclasses import dataclass
-
-from torch import nn
-
-from automel.plugin import EncoderPlugin, masked_fill_padding
+from automel.testing.plugins import FakeEncoder
 
 
-@dataclass(frozen=True)
-class Config:
-    width: int = 16
-
-
-class Frames(nn.Module):
-    def __init__(self, in_dim, width):
-        super().__init__()
-        self.out_dim = width
-        self.linear = nn.Linear(in_dim, width)
-
-    def forward(self, x, mask):
-        return masked_fill_padding(self.linear(masked_fill_padding(x, mask)), mask)
-
-
-class Good(EncoderPlugin):
+class Good(FakeEncoder):
     name = "good"
-    config_cls = Config
-
-    @classmethod
-    def suggest(cls, trial):
-        return Config(width=trial.suggest_int(cls.param("width"), 8, 32, log=True))
-
-    @classmethod
-    def build(cls, config, in_dim):
-        return Frames(in_dim, config.width)
 '''
 
 MISFIT_MODULE = '''

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from automel.encoders.conformer import ConformerBlock, ConformerConfig, MaskedBatchNorm1d
+from automel.encoders.conformer import ConformerBlock, ConformerConfig
 from automel.encoders.transformer import Transformer, TransformerConfig
 from automel.heads.aam_softmax import AAMSoftmax, AAMSoftmaxConfig, AngularMarginHead
 from automel.heads.am_softmax import AMSoftmax, AMSoftmaxConfig
+from automel.layers import MaskedBatchNorm1d
 from automel.pooling.attentive_stats import AttentiveStatsPooling, AttentiveStatsPoolingConfig
 from automel.pooling.mean import MeanPooling, MeanPoolingConfig
 from automel.pooling.self_attention import SelfAttentionPooling, SelfAttentionPoolingConfig
@@ -170,7 +171,7 @@ def test_transformer_defaults_are_the_seed_layer() -> None:
     layer = layers[0]
     assert not layer.norm_first and layer.self_attn.num_heads == 2
     assert layer.linear1.out_features == 256 and layer.dropout.p == 0.1
-    assert layer.activation_relu_or_gelu == 1  # ReLU, PyTorch's default as in the seed
+    assert isinstance(layer.activation, nn.ReLU)  # PyTorch's default, as in the seed
 
 
 def test_conformer_block_order_and_half_step_residuals() -> None:

@@ -3,62 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 from typing import Any
 
-import optuna
 import pytest
-from torch import Tensor, nn
+from torch import nn
 
 from automel import registry as registry_module
 from automel.encoders import Conformer, Transformer
 from automel.errors import PluginError
 from automel.heads import AMSoftmax, Softmax
-from automel.plugin import EncoderPlugin, masked_fill_padding
-from automel.registry import Registry, default_registry
+from automel.registry import Registry, build_registry, default_registry, reset_default_registry
 from automel.testing import check_plugin
-
-
-@dataclass(frozen=True)
-class FakeConfig:
-    width: int = 4
-
-
-class FakeModule(nn.Module):
-    def __init__(self, in_dim: int, width: int) -> None:
-        super().__init__()
-        self.out_dim = width
-        self.linear = nn.Linear(in_dim, width)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.linear(masked_fill_padding(x, mask))
-
-
-class FakeEncoder(EncoderPlugin):
-    """A minimal external encoder: what a plugin package would ship."""
-
-    name = "fake"
-    config_cls = FakeConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> FakeConfig:
-        return FakeConfig(width=trial.suggest_int(cls.param("width"), 2, 8))
-
-    @classmethod
-    def build(cls, config: Any, in_dim: int) -> FakeModule:
-        return FakeModule(in_dim, config.width)
-
-
-class AbstractEncoder(EncoderPlugin):
-    """Forgets ``build``."""
-
-    name = "abstract"
-    config_cls = FakeConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> FakeConfig:
-        return FakeConfig()
+from automel.testing.plugins import AbstractEncoder, FakeEncoder
 
 
 def test_register_and_get() -> None:
@@ -150,7 +107,7 @@ def test_external_plugin_passes_the_contract_kit() -> None:
 
 # --- entry points and the autoload switch -------------------------------------------------------
 
-GOOD = EntryPoint("fake", f"{__name__}:FakeEncoder", "automel.encoders")
+GOOD = EntryPoint("fake", "automel.testing.plugins:FakeEncoder", "automel.encoders")
 BROKEN = EntryPoint("broken", "automel_no_such_module:Plugin", "automel.encoders")
 
 
@@ -162,9 +119,9 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return [GOOD, BROKEN] if group == "automel.encoders" else []
 
     monkeypatch.setattr(registry_module, "entry_points", entry_points)
-    default_registry.cache_clear()
+    reset_default_registry()
     yield
-    default_registry.cache_clear()
+    reset_default_registry()
 
 
 def test_entry_points_loaded_and_failures_recorded(fake_entry_points: None) -> None:
@@ -181,7 +138,32 @@ def test_autoload_switch(
     fake_entry_points: None, monkeypatch: pytest.MonkeyPatch, env: str, loaded: bool
 ) -> None:
     monkeypatch.setenv("AUTOMEL_DISABLE_PLUGIN_AUTOLOAD", env)
-    default_registry.cache_clear()
+    reset_default_registry()
     registry = default_registry()
     assert ("fake" in registry.names("encoder")) is loaded
     assert "conformer" in registry.names("encoder")  # built-ins load either way
+
+
+@pytest.mark.parametrize("autoload", [False, True])
+def test_build_registry_ignores_the_switch_when_told(fake_entry_points: None, autoload: bool) -> None:
+    """The switch is only the default: an explicit ``autoload`` wins (the core suite runs with it set)."""
+    assert ("fake" in build_registry(autoload=autoload).names("encoder")) is autoload
+    assert "conformer" in build_registry(autoload=autoload).names("encoder")
+
+
+def test_default_registry_is_cached_until_reset() -> None:
+    first = default_registry()
+    assert default_registry() is first
+    reset_default_registry()
+    assert default_registry() is not first
+
+
+def test_unregister() -> None:
+    registry = Registry()
+    registry.register(FakeEncoder, "automel-fake", "1.0")
+    entry = registry.unregister("encoder", "fake")
+    assert (entry.plugin, entry.distribution) == (FakeEncoder, "automel-fake")
+    assert registry.names("encoder") == []
+    registry.register(FakeEncoder, "automel-other")  # the name is free again
+    with pytest.raises(PluginError, match=r"unknown pooling 'fake' \(installed: none\)"):
+        registry.unregister("pooling", "fake")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from automel.registry import Registry
+from automel.registry import DISABLE_ENV, Registry, build_registry, reset_default_registry
 
 # One torch thread per process, inherited by the CLI subprocesses: OpenMP threads that busy-wait collapse
 # as soon as anything else shares the machine's cores.
@@ -37,18 +37,17 @@ def hw4_sample() -> Path:
 def isolated_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
-    """Every test gets its own AUTOMEL_HOME; plugin autoload stays on, since this package is a plugin."""
+    """Every test gets its own AUTOMEL_HOME and a fresh default registry; plugin autoload is on, since this
+    package is a plugin (automel's own suite, if it ran earlier in the same process, turned it off)."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("AUTOMEL_HOME", str(home))
-    monkeypatch.setenv("AUTOMEL_DISABLE_PLUGIN_AUTOLOAD", "0")
+    monkeypatch.setenv(DISABLE_ENV, "0")
+    reset_default_registry()
     yield home
+    reset_default_registry()
 
 
 @pytest.fixture
 def registry() -> Registry:
-    """Built-ins plus installed entry points, fresh: ``default_registry()`` is cached per process and may
-    have been filled with autoload off by automel's own suite earlier in the same run."""
-    fresh = Registry()
-    fresh.load_builtins()
-    fresh.load_entry_points()
-    return fresh
+    """Built-ins plus installed entry points, fresh, whatever the autoload switch says."""
+    return build_registry(autoload=True)
