@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from automel.data.batching import full_length_batches
 from automel.data.store import FeatureStore
 from automel.errors import ConfigError
+from automel.layers import unpadded
 from automel.runs import (
     CARD,
     CONFIG,
@@ -41,6 +41,7 @@ from automel.runs import (
     write_submission_rows,
 )
 from automel.train.device import autocast
+from automel.train.loop import eval_batches
 
 __all__ = ["ENSEMBLE_FORMAT", "EnsembleChoice", "EnsembleModel", "greedy_ensemble", "load_ensemble",
            "predict_proba", "read_ensemble", "write_ensemble_dir"]
@@ -64,15 +65,14 @@ def predict_proba(model: nn.Module, store: FeatureStore, indices: np.ndarray, de
     unique, inverse = np.unique(indices, return_inverse=True)
     position = {int(row): k for k, row in enumerate(unique.tolist())}
     model.eval().to(device)
-    out: np.ndarray | None = None
-    for batch in full_length_batches(store, unique):
-        with autocast(device, amp_dtype):
-            logits = model(batch.x.to(device), batch.mask.to(device))
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        if out is None:
-            out = np.empty((len(unique), probs.shape[1]), dtype=np.float32)
-        out[[position[int(r)] for r in batch.index.tolist()]] = probs
-    assert out is not None
+    rows, probs = [], []
+    for batch in eval_batches(store, unique, device):
+        with unpadded(batch.mask, not batch.padded), autocast(device, amp_dtype):
+            logits = model(batch.x, batch.mask)
+        probs.append(torch.softmax(logits.float(), dim=-1))
+        rows.append(batch.index)
+    out = np.empty((len(unique), probs[0].shape[1]), dtype=np.float32)
+    out[[position[int(r)] for r in torch.cat(rows).tolist()]] = torch.cat(probs).cpu().numpy()
     return out[inverse.reshape(-1)]
 
 

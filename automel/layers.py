@@ -15,7 +15,15 @@ Shapes: ``B`` batch, ``T`` frames, ``C``/``D`` channels; ``mask (B, T)`` bool, T
   ``nn.BatchNorm1d`` whose training statistics (and so its running statistics) use real frames only.
   A plain ``nn.BatchNorm1d`` over padded frames passes every eval-mode check but, in training,
   normalises real frames with statistics polluted by padding; ``check_train_masking`` catches it.
-- Attention: pass ``key_padding_mask=~mask`` so no query attends to a padded key.
+- :class:`MaskedSelfAttention` ``forward(x (B, T, D), mask (B, T)) -> (B, T, D)``: multi-head
+  self-attention through ``F.scaled_dot_product_attention`` in which no query attends to a padded key.
+
+The fast path. Most training batches are crops of equal length and have no padding at all; then the
+masked layers run the plain kernels (``F.batch_norm``, attention without a mask). Whether a batch is
+padded is known on the host when the batch is cut (:attr:`automel.data.batching.Batch.padded`), and
+the training loop says so with :func:`unpadded` around the forward; :func:`has_padding` is what the
+layers ask. Without that hint a CPU mask is inspected (cheap), while an accelerator's mask is assumed
+padded: looking would make the host wait for the device, and the masked path is right either way.
 
 Masking with ``masked_fill`` rather than multiplying by the mask matters: ``0 * inf`` and ``0 * NaN``
 are NaN, and the contract allows any value in padded frames.
@@ -23,41 +31,140 @@ are NaN, and the contract allows any value in padded frames.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from automel.plugin import masked_fill_padding
-from automel.pooling.mean import masked_mean
+__all__ = ["MaskedBatchNorm1d", "MaskedSelfAttention", "has_padding", "masked_fill_padding", "masked_mean",
+           "unpadded"]
 
-__all__ = ["MaskedBatchNorm1d", "masked_fill_padding", "masked_mean"]
+# The mask object of the batch being run when the host knows it has no padded frame (see `unpadded`).
+_UNPADDED_MASK: ContextVar[Tensor | None] = ContextVar("automel_unpadded_mask", default=None)
+
+
+def masked_fill_padding(x: Tensor, mask: Tensor, value: float = 0.0) -> Tensor:
+    """Set padded frames of ``x (B, T, D)`` to ``value`` so that convolutions never see them."""
+    return x.masked_fill(~mask.unsqueeze(-1), value)
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over real frames: ``(B, T, D), (B, T) -> (B, D)``; padded values (even inf/NaN) are ignored."""
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+    return masked_fill_padding(x, mask).sum(dim=1) / count
+
+
+@contextmanager
+def unpadded(mask: Tensor, known_unpadded: bool = True) -> Iterator[None]:
+    """Within the block, :func:`has_padding` answers False for this very ``mask`` object without looking.
+
+    The caller vouches for it (it cut the batch on the host). Masks derived from it (a subsampled one,
+    say) are other objects and are still checked as usual. ``known_unpadded=False`` is a no-op, so the
+    caller can always wrap its forward.
+    """
+    if not known_unpadded:
+        yield
+        return
+    token = _UNPADDED_MASK.set(mask)
+    try:
+        yield
+    finally:
+        _UNPADDED_MASK.reset(token)
+
+
+def has_padding(mask: Tensor | None) -> bool:
+    """Whether ``mask (B, T)`` marks any padded frame, answered without waiting for an accelerator.
+
+    ``None``, or the mask vouched for by :func:`unpadded`: no. A CPU mask: looked at. Any other
+    device: yes, since looking would synchronise with the device (the masked path is exact anyway).
+    """
+    if mask is None or _UNPADDED_MASK.get() is mask:
+        return False
+    if mask.device.type == "cpu":
+        return not bool(mask.all())
+    return True
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm over ``x (B, C, T)`` whose training statistics use real frames only (``mask (B, T)``).
 
     ``nn.BatchNorm1d`` would average over padded frames too, so a batch's padding would shift every
-    real frame's normalisation (and the running statistics used at test time). Eval mode, or no mask,
-    is the ordinary ``nn.BatchNorm1d`` path; the state dict is ``nn.BatchNorm1d``'s.
+    real frame's normalisation (and the running statistics used at test time). Eval mode, no mask, or a
+    batch without padding is the ordinary ``F.batch_norm`` (a few fused kernels); a padded batch in
+    training gathers its per-channel statistics over real frames in fp32 (a frame count in fp16
+    overflows at 65,504) and applies them as one scale and shift. The state dict is ``nn.BatchNorm1d``'s.
     """
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if mask is None or not self.training or not self.track_running_stats:
+        if not self.training or not self.track_running_stats or not has_padding(mask):
             return super().forward(x)
-        keep = mask.unsqueeze(1)  # (B, 1, T)
-        count = keep.sum().clamp(min=1).to(x.dtype)
+        assert mask is not None
+        return self._masked_training_forward(x, mask)
+
+    def _masked_training_forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        pad = ~mask.unsqueeze(1)  # (B, 1, T)
+        count = mask.sum(dtype=torch.float32).clamp(min=1)
         # masked_fill, not multiplication: padded values may be inf/NaN and 0 * NaN is NaN.
-        mean = x.masked_fill(~keep, 0.0).sum(dim=(0, 2)) / count
-        centred = (x - mean[None, :, None]).masked_fill(~keep, 0.0)
-        var = centred.pow(2).sum(dim=(0, 2)) / count  # biased: what the batch is normalised with
-        with torch.no_grad():
-            assert self.num_batches_tracked is not None and self.running_mean is not None
-            assert self.running_var is not None
-            self.num_batches_tracked.add_(1)
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            unbiased = var * count / (count - 1).clamp(min=1)  # running_var is unbiased, as in PyTorch
-            self.running_mean.lerp_(mean.detach(), momentum)
-            self.running_var.lerp_(unbiased.detach(), momentum)
-        y = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
+        real = x.masked_fill(pad, 0.0)
+        mean = real.sum(dim=(0, 2), dtype=torch.float32) / count
+        # Two passes (centre, then square) keep the variance exact when the mean is large.
+        centred = (real - mean[None, :, None].to(x.dtype)).masked_fill(pad, 0.0)
+        var = centred.pow(2).sum(dim=(0, 2), dtype=torch.float32) / count  # biased: what the batch uses
+        self._update_running_stats(mean, var, count)
+        scale = torch.rsqrt(var + self.eps)
         if self.affine:
-            y = y * self.weight[None, :, None] + self.bias[None, :, None]
-        return y
+            scale = scale * self.weight.float()
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias.float()
+        # Padded frames come out as `shift`: finite whatever they held, so no NaN reaches a gradient.
+        return torch.addcmul(shift[None, :, None].to(x.dtype), real, scale[None, :, None].to(x.dtype))
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        assert self.num_batches_tracked is not None and self.running_mean is not None
+        assert self.running_var is not None
+        self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        unbiased = var * count / (count - 1).clamp(min=1)  # running_var is unbiased, as in PyTorch
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+        self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+
+
+class MaskedSelfAttention(nn.Module):
+    """Multi-head self-attention over real frames, batch-first: ``(B, T, D), (B, T) -> (B, T, D)``.
+
+    Vaswani et al. 2017 (arXiv 1706.03762), section 3.2, run by ``F.scaled_dot_product_attention``
+    with a boolean key mask ``(B, 1, 1, T)``, or no mask at all for a batch without padding (which
+    lets PyTorch pick its fused kernels). Parameters carry ``nn.MultiheadAttention``'s names and
+    initialisation (``in_proj_weight (3D, D)``, ``in_proj_bias (3D,)``, ``out_proj``), so the state
+    dicts of models saved with it load unchanged. Attention dropout lives in ``attn_dropout`` (an
+    ``nn.Dropout``), so switching dropout modules off switches it off too.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % nhead:
+            raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
+        self.num_heads = nhead  # nn.MultiheadAttention's name
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.attn_dropout = nn.Dropout(dropout)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        batch, frames, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(batch, frames, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        keys = mask[:, None, None, :] if has_padding(mask) else None  # True = may be attended to
+        p = self.attn_dropout.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)  # (B, H, T, D / H)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, frames, width))
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.out_proj.in_features}, num_heads={self.num_heads}"

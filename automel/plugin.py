@@ -34,7 +34,7 @@ from automel.errors import PluginError
 
 if TYPE_CHECKING:
     import optuna
-    from torch import Tensor, nn
+    from torch import nn
 
 Kind = Literal["encoder", "pooling", "head"]
 KINDS: tuple[Kind, ...] = ("encoder", "pooling", "head")
@@ -156,11 +156,6 @@ def set_head_progress(head: nn.Module, progress: float) -> None:
         setter(progress)
 
 
-def masked_fill_padding(x: Tensor, mask: Tensor, value: float = 0.0) -> Tensor:
-    """Set padded frames of ``x (B,T,D)`` to ``value`` so that convolutions never see them."""
-    return x.masked_fill(~mask.unsqueeze(-1), value)
-
-
 def _field_types(config_cls: type) -> dict[str, Any]:
     return get_type_hints(config_cls)
 
@@ -181,3 +176,13 @@ def _coerce(field: str, value: Any, annotation: Any, plugin: type[Plugin]) -> An
     if get_origin(annotation) is Literal and value in get_args(annotation):
         return value
     raise PluginError(f"{plugin.kind} '{plugin.name}': parameter '{field}' = {value!r} is not {annotation}")
+
+
+def __getattr__(name: str) -> Any:
+    # `masked_fill_padding` moved to automel.layers (the building blocks' floor); plugins written
+    # against this module keep importing it from here, lazily, so this module stays torch-free.
+    if name == "masked_fill_padding":
+        from automel.layers import masked_fill_padding
+
+        return masked_fill_padding
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

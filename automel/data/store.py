@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -52,6 +52,10 @@ class FeatureStore:
     lengths: torch.Tensor  # (N,) int64
     labels: torch.Tensor  # (N,) int64
     paths: tuple[str, ...]
+    # The CPU store a device copy was made from (None for a CPU store): its lengths answer the host's
+    # questions (crop starts, is this batch padded?) without waiting for the device.
+    host: FeatureStore | None = field(default=None, repr=False, compare=False)
+    _copies: dict[str, FeatureStore] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_mels(self) -> int:
@@ -71,10 +75,28 @@ class FeatureStore:
     def test_indices(self) -> np.ndarray:
         return np.flatnonzero(self.labels.cpu().numpy() < 0)
 
+    @property
+    def host_lengths(self) -> torch.Tensor:
+        """``lengths`` on the CPU, read without a device sync (a device copy keeps its CPU original)."""
+        return self.host.lengths if self.host is not None else self.lengths
+
     def to(self, device: torch.device | str) -> FeatureStore:
         """A copy living on ``device`` (e.g. the whole store on the GPU, so batches never cross the bus)."""
         moved = {k: getattr(self, k).to(device) for k in ("features", "offsets", "lengths", "labels")}
-        return FeatureStore(self.dataset, self.fingerprint, self.content_id, paths=self.paths, **moved)
+        host = self.host if self.host is not None else self
+        return FeatureStore(self.dataset, self.fingerprint, self.content_id, paths=self.paths, host=host, **moved)
+
+    def on(self, device: torch.device | str) -> FeatureStore:
+        """This store on ``device``, copied there once per store and device (every trial reuses the copy)."""
+        import torch
+
+        device = torch.device(device)
+        if device == self.device or (device.type == self.device.type and device.index is None):
+            return self
+        key = str(device)
+        if key not in self._copies:
+            self._copies[key] = self.to(device)
+        return self._copies[key]
 
     def feature_stats(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and std ``(n_mels,)`` over the frames of ``indices`` (e.g. the training split)."""

@@ -16,8 +16,8 @@ subsampling: utterances are short) and attention has no relative positional enco
 convolution module already gives the block a sense of local order; speaker identity barely
 depends on absolute position).
 
-Padding: attention masks padded keys; the convolution module zeroes padded frames right before the
-depthwise convolution, so a real frame's receptive field sees zeros past the utterance's end exactly
+Padding: attention masks padded keys (:class:`automel.layers.MaskedSelfAttention`); the convolution
+module zeroes padded frames right before the depthwise convolution, so a real frame's receptive field sees zeros past the utterance's end exactly
 as the convolution's own zero padding does for an utterance alone; BatchNorm uses running statistics
 in eval and, in training, statistics over real frames only (:class:`automel.layers.MaskedBatchNorm1d`).
 
@@ -33,10 +33,10 @@ from typing import Any
 import optuna
 from torch import Tensor, nn
 
-from automel.layers import MaskedBatchNorm1d  # re-exported: it used to live here
-from automel.plugin import EncoderPlugin, by_scale, masked_fill_padding
+from automel.layers import MaskedBatchNorm1d, MaskedSelfAttention, masked_fill_padding
+from automel.plugin import EncoderPlugin, by_scale
 
-__all__ = ["Conformer", "ConformerBlock", "ConformerConfig", "ConformerEncoder", "MaskedBatchNorm1d"]
+__all__ = ["Conformer", "ConformerBlock", "ConformerConfig", "ConformerEncoder"]
 
 # Every width is divisible by every head count (see transformer.py for why they are sampled apart).
 D_MODEL_CHOICES = (64, 96, 128, 144, 192)
@@ -91,14 +91,11 @@ class SelfAttention(nn.Module):
     def __init__(self, d_model: int, nhead: int, dropout: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.attention = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.attention = MaskedSelfAttention(d_model, nhead, dropout)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        h = self.norm(x)
-        # need_weights=False lets MultiheadAttention run scaled_dot_product_attention.
-        h, _ = self.attention(h, h, h, key_padding_mask=~mask, need_weights=False)
-        return self.dropout(h)
+        return self.dropout(self.attention(self.norm(x), mask))
 
 
 class ConvModule(nn.Module):

@@ -12,15 +12,17 @@ output frames are zero.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from torch import Tensor, nn
 
-from automel.plugin import EncoderPlugin, by_scale, masked_fill_padding
+from automel.layers import MaskedSelfAttention, masked_fill_padding
+from automel.plugin import EncoderPlugin, by_scale
 
-__all__ = ["Transformer", "TransformerConfig", "TransformerEncoder"]
+__all__ = ["Transformer", "TransformerConfig", "TransformerEncoder", "TransformerLayer", "TransformerStack"]
 
 # Every width below is divisible by every head count, so the two can be sampled independently and
 # each keeps one fixed distribution (Optuna refuses a name with two distributions in one study).
@@ -48,6 +50,55 @@ class TransformerConfig:
             raise ValueError(f"num_layers={self.num_layers} must be at least 1")
 
 
+class TransformerLayer(nn.Module):
+    """``nn.TransformerEncoderLayer`` (ReLU, batch-first) on :class:`MaskedSelfAttention`: ``(B,T,D), (B,T)``.
+
+    Same sub-modules, names and initialisation as PyTorch's layer, so saved state dicts load unchanged;
+    attention runs through ``F.scaled_dot_product_attention`` with a boolean key mask, or none at all
+    for a batch without padding.
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        d, ff = config.d_model, config.dim_feedforward
+        self.norm_first = config.norm_first
+        self.self_attn = MaskedSelfAttention(d, config.nhead, config.dropout)
+        self.linear1, self.linear2 = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.dropout, self.dropout1, self.dropout2 = (nn.Dropout(config.dropout) for _ in range(3))
+        self.activation = nn.ReLU()  # the seed's (and PyTorch's default) activation
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.norm_first:
+            x = x + self._attend(self.norm1(x), mask)
+            return x + self._feed_forward(self.norm2(x))
+        x = self.norm1(x + self._attend(x, mask))
+        return self.norm2(x + self._feed_forward(x))
+
+    def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.dropout1(self.self_attn(x, mask))
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerStack(nn.Module):
+    """``num_layers`` copies of one :class:`TransformerLayer` (as ``nn.TransformerEncoder`` deep-copies its
+    layer, so all start alike), then a LayerNorm for pre-norm stacks, whose residual stream is left
+    un-normalised: ``(B,T,D), (B,T) -> (B,T,D)``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        layer = TransformerLayer(config)
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.norm(x) if self.norm is not None else x
+
+
 class TransformerEncoder(nn.Module):
     """``Linear(in_dim, d_model)`` + Transformer layers: ``(B,T,in_dim), (B,T) -> (B,T,d_model)``."""
 
@@ -55,29 +106,12 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.out_dim = config.d_model
         self.prenet = nn.Linear(in_dim, config.d_model)
-        layer = nn.TransformerEncoderLayer(
-            d_model=config.d_model,
-            nhead=config.nhead,
-            dim_feedforward=config.dim_feedforward,
-            dropout=config.dropout,
-            batch_first=True,
-            norm_first=config.norm_first,
-        )
-        # Pre-norm stacks leave the residual stream un-normalised, so they end with a LayerNorm.
-        # Nested tensors are off: they zero padded frames and change eval numerics, which would
-        # make an utterance padded in a batch differ from the same utterance alone.
-        self.layers = nn.TransformerEncoder(
-            layer,
-            num_layers=config.num_layers,
-            norm=nn.LayerNorm(config.d_model) if config.norm_first else None,
-            enable_nested_tensor=False,
-        )
+        self.layers = TransformerStack(config)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         # Zero padding first: attention gives padded keys zero weight, but 0 * inf/NaN is still NaN.
         out = self.prenet(masked_fill_padding(x, mask))
-        out = self.layers(out, src_key_padding_mask=~mask)
-        return masked_fill_padding(out, mask)
+        return masked_fill_padding(self.layers(out, mask), mask)
 
 
 class Transformer(EncoderPlugin):

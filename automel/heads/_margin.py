@@ -15,6 +15,7 @@ Shapes: ``embedding (B, P)``, ``labels (B,) | None`` -> logits ``(B, C)``, alway
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -104,7 +105,7 @@ class MarginHead(nn.Module):
 
     def cosine(self, embedding: Tensor) -> Tensor:
         """``cos(theta)`` between each (projected) embedding ``(B, P)`` and each class weight: ``(B, C)``, fp32."""
-        with torch.autocast(device_type=embedding.device.type, enabled=False):
+        with _full_precision(embedding.device):
             projected = self.projection(embedding.float())
             return F.linear(F.normalize(projected, dim=-1), F.normalize(self.weight.float(), dim=-1))
 
@@ -114,7 +115,7 @@ class MarginHead(nn.Module):
 
     def forward(self, embedding: Tensor, labels: Tensor | None = None) -> Tensor:
         """``embedding (B, P)``, ``labels (B,) | None`` -> float32 logits ``(B, C)``."""
-        with torch.autocast(device_type=embedding.device.type, enabled=False):
+        with _full_precision(embedding.device):
             cos = self.cosine(embedding)
             if labels is None:
                 return self.scale * cos
@@ -159,3 +160,10 @@ class MarginHeadPlugin(HeadPlugin):
     @classmethod
     def build(cls, config: Any, in_dim: int, num_classes: int) -> MarginHead:
         return cls.head_cls(in_dim, num_classes, **cls.head_options(config))
+
+
+def _full_precision(device: torch.device) -> AbstractContextManager[object]:
+    """Autocast off on ``device``; nothing to switch off where autocast does not exist (``meta``)."""
+    if not torch.amp.is_autocast_available(device.type):
+        return nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)

@@ -19,7 +19,8 @@ import optuna
 import torch
 from torch import Tensor, nn
 
-from automel.plugin import PoolingPlugin, masked_fill_padding
+from automel.layers import masked_fill_padding
+from automel.plugin import PoolingPlugin
 from automel.pooling.self_attention import attention_weights, score_network
 
 __all__ = ["AttentiveStatsPool", "AttentiveStatsPooling", "AttentiveStatsPoolingConfig"]

@@ -12,20 +12,15 @@ from typing import Any
 import optuna
 from torch import Tensor, nn
 
-from automel.plugin import PoolingPlugin, masked_fill_padding
+from automel.layers import masked_mean
+from automel.plugin import PoolingPlugin
 
-__all__ = ["MaskedMean", "MeanPooling", "MeanPoolingConfig", "masked_mean"]
+__all__ = ["MaskedMean", "MeanPooling", "MeanPoolingConfig"]
 
 
 @dataclass(frozen=True)
 class MeanPoolingConfig:
     """Mean pooling has no parameters."""
-
-
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean over real frames: ``(B, T, D), (B, T) -> (B, D)``; padded values (even inf/NaN) are ignored."""
-    count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
-    return masked_fill_padding(x, mask).sum(dim=1) / count
 
 
 class MaskedMean(nn.Module):

@@ -17,7 +17,8 @@ from typing import Any
 import optuna
 from torch import Tensor, nn
 
-from automel.plugin import PoolingPlugin, masked_fill_padding
+from automel.layers import masked_fill_padding
+from automel.plugin import PoolingPlugin
 
 __all__ = ["SelfAttentionPooling", "SelfAttentionPoolingConfig", "SelfAttentivePool", "attention_weights"]
 

@@ -19,6 +19,7 @@ from automel.runs import load_run, versions, write_run_dir
 from automel.search.artifacts import artifact_store, download_trial
 from automel.search.record import StudyRecord
 from automel.search.study import adopt_content_id, artifact_dir
+from automel.train.device import autocast_dtype, select_device
 from automel.train.loop import evaluate
 from automel.train.run import Workspace, open_workspace, test_submission
 
@@ -88,14 +89,18 @@ def study_workspace(study: optuna.Study, home: Path, data_root: Path | None = No
 
 
 def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path, replace: bool = False,
-                 data_root: Path | None = None) -> tuple[Path, float]:
-    """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy."""
+                 data_root: Path | None = None, device: torch.device | None = None) -> tuple[Path, float]:
+    """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy.
+
+    The model is scored and predicts on ``device`` (default: the best one here).
+    """
+    device = device if device is not None else select_device("auto")
     store = artifact_store(artifact_dir(home, study.study_name))
     with tempfile.TemporaryDirectory() as tmp:
         model, record = load_run(download_trial(store, trial, Path(tmp)))
     work = study_workspace(study, home, data_root)
-    valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
-    rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
+    valid_acc, _ = evaluate(model, work.store, work.split.valid, device, autocast_dtype(device, True))
+    rows = test_submission(model, work.store, record.speakers, device) if work.store.dataset.test else None
     card = model_card(study, trial, record.to_json(), valid_acc)
     info = {"study": study.study_name, "trial": trial.number, "kind": "trial", "value": trial.value,
             "valid_acc": valid_acc}

@@ -36,7 +36,7 @@ from automel.search.artifacts import artifact_store, download_trial, has_weights
 from automel.search.budget import above_chance
 from automel.search.study import artifact_dir
 from automel.train.config import RunSettings
-from automel.train.device import release_memory
+from automel.train.device import autocast_dtype, release_memory
 from automel.train.run import Workspace, test_submission, train_run
 
 # A refit trains at most this many times the (data-scaled) steps of its trial: it uses the time the user gave,
@@ -89,7 +89,8 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     target = out or home / study.study_name / "best"
     target.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(target.parent / ".export.lock"):  # never two exports into one folder at once
-        result = _export(study, work, members, fitted, target, ensemble if len(members) > 1 else None)
+        result = _export(study, work, members, fitted, target, ensemble if len(members) > 1 else None,
+                         device)
     marks.append(time.monotonic())
     result.timings = {phase: round(b - a, 3) for phase, a, b in zip(("ensemble", "refit", "export"), marks[:-1], marks[1:],
                                                                      strict=True)}
@@ -279,7 +280,7 @@ def _refit_one(member: Member, everything: Workspace, steps: int, seed_index: in
 
 
 def _export(study: optuna.Study, work: Workspace, members: list[Member], fitted: list[Fitted] | None,
-            out: Path, ensemble: dict[str, float] | None) -> FinishResult:
+            out: Path, ensemble: dict[str, float] | None, device: torch.device) -> FinishResult:
     from automel.search.export import EXPORT_INFO, model_card
 
     parts = _parts(members, fitted)
@@ -289,12 +290,12 @@ def _export(study: optuna.Study, work: Workspace, members: list[Member], fitted:
     info = {"study": study.study_name, "trial": best.number, "kind": kind, "value": best.value,
             "members": described, "ensemble": ensemble}
     model = parts[0][0] if len(parts) == 1 else _ensemble_model(parts)
-    rows = test_submission(model, work.store, parts[0][1].speakers) if work.store.dataset.test else None
+    rows = test_submission(model, work.store, parts[0][1].speakers, device) if work.store.dataset.test else None
     valid_acc = None
     if kind == "trial":  # the trial's own weights: re-measure what the study recorded, from the files' model
         from automel.train.loop import evaluate
 
-        valid_acc, _ = evaluate(model, work.store, work.split.valid, torch.device("cpu"))
+        valid_acc, _ = evaluate(model, work.store, work.split.valid, device, autocast_dtype(device, True))
         info["valid_acc"] = valid_acc
     card = model_card(study, members[0].trial, parts[0][1].to_json(), valid_acc, kind=kind, members=described)
     extra = {EXPORT_INFO: json.dumps(info, indent=2, default=str)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -63,23 +64,27 @@ class TrialObjective:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial("not needed: the trials ahead of it already reach the study's target")
         with using_search_scale(self.opened.scale):
-            params = suggest_params(trial, self.opened.space)
+            params = suggest_params(trial, self.opened.space, self.opened.registry)
         seed = self.options.seed * 100_003 + trial.number
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         self.events.on_trial_start(trial.number, params)
         steps = self.opened.steps
         settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
-                               device=self.options.device, deadline=self.deadline)
+                               deadline=self.deadline)
         try:
-            model, result, record = train_run(params, self.opened.work, settings, self.device, [_pruning(trial, steps)],
-                                              self.events.on_progress)
+            model, result, record = train_run(params, self.opened.work, settings, self.device,
+                                              [_pruning(trial, steps)], self.events.on_progress,
+                                              self.opened.registry)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
             raise
         except Exception as exc:
             with contextlib.suppress(UpdateFinishedTrialError):  # unless another worker failed it already
                 trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            # The traceback's frames hold the failed run's tensors (an OOM's activations): drop them, or
+            # release_memory below frees nothing and the next trial starts on a full device.
+            traceback.clear_frames(exc.__traceback__)
             raise
         finally:
             release_memory(self.device)

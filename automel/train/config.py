@@ -80,19 +80,20 @@ class RunSettings:
     ``amp`` enables bf16 (or fp16 with loss scaling) autocast on CUDA; CPU always runs float32.
     ``validate`` False trains without any validation and keeps the last weights (a refit on all labelled
     data has nothing held out). ``deadline`` (a ``time.monotonic()`` value) ends the run early, at the
-    next logging step after it passes.
+    next logging step after it passes. ``deterministic`` asks PyTorch for deterministic kernels only
+    (and no TF32, no cuDNN autotuning), so one seed gives one result on a GPU too, at a cost in speed.
     """
 
     steps: int = 2000
     valid_every: int = 200
     grad_clip: float = 5.0
     seed: int = 0
-    device: str = "auto"
     amp: bool = True
     compile: bool = False
     log_every: int = 25
     validate: bool = True
     deadline: float | None = None
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.valid_every < 1 or self.log_every < 1:

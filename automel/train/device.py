@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
-from contextlib import AbstractContextManager, nullcontext
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
@@ -45,11 +47,36 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def prepare_device(device: torch.device) -> None:
-    """Allow TF32 matmuls on CUDA: a free speed-up for float32 work on Ampere and later."""
+def prepare_device(device: torch.device, deterministic: bool = False) -> None:
+    """Allow TF32 matmuls on CUDA (a free speed-up for float32 work on Ampere and later), unless the run
+    must be deterministic. cuDNN autotuning stays off: batches change shape (crops, buckets), and each
+    new shape would be benchmarked again."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = not deterministic
+        torch.backends.cudnn.allow_tf32 = not deterministic
+        torch.backends.cudnn.benchmark = False
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Within the block, only deterministic kernels (where ``enabled``); the caller's setting comes back after.
+
+    cuBLAS needs a fixed workspace for that (``CUBLAS_WORKSPACE_CONFIG``), read when CUDA starts in this
+    process. A kernel with no deterministic version warns (``warn_only``) instead of ending the run.
+    """
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic = before[2]
 
 
 def release_memory(device: torch.device) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,13 +18,20 @@ import torch
 import torch.nn.functional as F
 
 from automel.data.augment import Augmenter
-from automel.data.batching import RandomCrops, full_length_batches
+from automel.data.batching import Batch, RandomCrops, full_length_batches
 from automel.data.split import Split
 from automel.data.store import FeatureStore
 from automel.errors import NonFiniteLossError
+from automel.layers import unpadded
 from automel.plugin import set_head_progress
 from automel.train.config import RunSettings, TrainParams
-from automel.train.device import autocast, autocast_dtype, prepare_device, release_memory
+from automel.train.device import (
+    autocast,
+    autocast_dtype,
+    deterministic_algorithms,
+    prepare_device,
+    release_memory,
+)
 
 # Called after each validation with the step and metrics; returns True to stop training.
 Callback = Callable[[int, dict[str, float]], bool]
@@ -64,11 +71,20 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
         device: torch.device, callbacks: Sequence[Callback] = (), on_progress: ProgressHook | None = None
         ) -> TrainResult:
     """Train ``model`` (``model(x, mask, labels) -> logits``) for ``settings.steps`` steps; see module docs."""
+    with deterministic_algorithms(settings.deterministic):
+        return _fit(model, store, split, params, settings, device, callbacks, on_progress)
+
+
+def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: TrainParams, settings: RunSettings,
+         device: torch.device, callbacks: Sequence[Callback], on_progress: ProgressHook | None) -> TrainResult:
     torch.manual_seed(settings.seed)
-    prepare_device(device)
+    prepare_device(device, settings.deterministic)
     model.to(device)
+    store = store.on(device)
     step_fn = torch.compile(model) if settings.compile else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    # Fused AdamW on CUDA: one kernel for the whole update instead of a handful per parameter group.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay,
+                                  fused=True if device.type == "cuda" else None)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(settings.steps, params.warmup_for(settings.steps)))
     amp_dtype = autocast_dtype(device, settings.amp)
@@ -81,25 +97,17 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
     seen = 0
     started = time.perf_counter()
     model.train()
+    trainer = _Stepper(model, step_fn, optimizer, scaler, settings.grad_clip, amp_dtype)
     for step in range(1, settings.steps + 1):
         batch = next(batches)
-        x, mask, labels = batch.x.to(device, non_blocking=True), batch.mask.to(device), batch.labels.to(device)
-        x = augment(x, mask)
-        set_head_progress(getattr(model, "head", model), step / settings.steps)
-        with autocast(device, amp_dtype):
-            logits = step_fn(x, mask, labels)
-            loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        batch.x = augment(batch.x, batch.mask)
+        _set_progress(model, step / settings.steps)
+        loss, hits = trainer.step(batch)
         schedule.step()
         # Keep losses on the device and look at them only every log_every steps: no per-step sync on GPU.
-        window_losses.append(loss.detach())
-        correct += (logits.detach().argmax(-1) == labels).sum()
-        seen += len(labels)
+        window_losses.append(loss)
+        correct += hits
+        seen += len(batch.labels)
         last = step == settings.steps
         if step % settings.log_every and step % settings.valid_every and not last:
             continue
@@ -132,9 +140,49 @@ def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Train
         result.best_step = result.steps
         result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     result.seconds = time.perf_counter() - started
-    del optimizer, schedule
+    del optimizer, schedule, trainer
+    if settings.compile:
+        torch._dynamo.reset()  # else each architecture of a search adds a compiled entry until dynamo gives up
     release_memory(device)
     return result
+
+
+def _set_progress(model: torch.nn.Module, progress: float) -> None:
+    """The model's own ``set_progress`` (a margin warm-up), or the head's for a bare module tree."""
+    setter = getattr(model, "set_progress", None)
+    if callable(setter):
+        setter(progress)
+    else:
+        set_head_progress(getattr(model, "head", model), progress)
+
+
+@dataclass
+class _Stepper:
+    """One optimisation step on a batch already on the device, without a single host-device sync.
+
+    Loss and correct count stay on the device (``(loss, hits)``, 0-d tensors); the host looks at them
+    only every ``log_every`` steps. Whether the batch is padded was decided on the host when it was cut.
+    """
+
+    model: torch.nn.Module
+    step_fn: Callable[..., torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    grad_clip: float
+    amp_dtype: torch.dtype | None
+
+    def step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        device = batch.x.device
+        with unpadded(batch.mask, not batch.padded), autocast(device, self.amp_dtype):
+            logits = self.step_fn(batch.x, batch.mask, batch.labels)
+            loss = F.cross_entropy(logits.float(), batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), (logits.detach().argmax(-1) == batch.labels).sum()
 
 
 def _check_window(losses: list[torch.Tensor], step: int) -> float:
@@ -162,31 +210,51 @@ def _validate(model: torch.nn.Module, store: FeatureStore, split: Split, device:
     return {"valid_acc": acc, "valid_loss": loss}
 
 
+def eval_batches(store: FeatureStore, indices: np.ndarray, device: torch.device) -> Iterator[Batch]:
+    """Full-length, length-bucketed batches of ``indices`` cut from ``store`` on ``device``.
+
+    A GPU takes far larger batches than the CPU defaults (64 utterances, 32k frames): validation and
+    prediction would otherwise be a long row of small kernels.
+    """
+    if device.type == "cuda":
+        return full_length_batches(store.on(device), indices, max_frames=262_144, max_batch=512)
+    return full_length_batches(store.on(device), indices)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, store: FeatureStore, indices: np.ndarray, device: torch.device,
              amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy on full-length utterances ``indices`` (deterministic)."""
-    model.eval()
-    correct, total_loss, count = 0, 0.0, 0
-    for batch in full_length_batches(store, indices):
-        labels = batch.labels.to(device)
-        with autocast(device, amp_dtype):
-            logits = model(batch.x.to(device), batch.mask.to(device)).float()
-        correct += int((logits.argmax(-1) == labels).sum())
-        total_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        count += len(labels)
-    return correct / max(count, 1), total_loss / max(count, 1)
+    """Accuracy and mean cross-entropy on full-length utterances ``indices`` (deterministic).
+
+    Counts add up on the device; the host reads them once, at the end.
+    """
+    model.eval().to(device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for batch in eval_batches(store, indices, device):
+        with unpadded(batch.mask, not batch.padded), autocast(device, amp_dtype):
+            logits = model(batch.x, batch.mask).float()
+        correct += (logits.argmax(-1) == batch.labels).sum()
+        total_loss += F.cross_entropy(logits, batch.labels, reduction="sum").double()
+        count += len(batch.labels)
+    return int(correct) / max(count, 1), float(total_loss) / max(count, 1)
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, store: FeatureStore, indices: np.ndarray, device: torch.device
-            ) -> np.ndarray:
-    """Predicted speaker ids for store rows ``indices``, in the order given."""
+def predict(model: torch.nn.Module, store: FeatureStore, indices: np.ndarray, device: torch.device,
+            amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Predicted speaker ids for store rows ``indices``, in the order given (one device read at the end)."""
     model.eval().to(device)
+    rows, labels = [], []
+    for batch in eval_batches(store, np.asarray(indices), device):
+        with unpadded(batch.mask, not batch.padded), autocast(device, amp_dtype):
+            labels.append(model(batch.x, batch.mask).argmax(-1))
+        rows.append(batch.index)
     predictions = np.empty(len(indices), dtype=np.int64)
+    if not rows:
+        return predictions
     position = {int(i): k for k, i in enumerate(np.asarray(indices).tolist())}
-    for batch in full_length_batches(store, np.asarray(indices)):
-        logits = model(batch.x.to(device), batch.mask.to(device))
-        for row, label in zip(batch.index.tolist(), logits.argmax(-1).cpu().tolist(), strict=True):
-            predictions[position[row]] = label
+    for row, label in zip(torch.cat(rows).tolist(), torch.cat(labels).cpu().tolist(), strict=True):
+        predictions[position[row]] = label
     return predictions

@@ -14,8 +14,10 @@ import torch
 from automel.data.split import Split, stratified_split
 from automel.data.store import FeatureStore, StoreDtype, open_store
 from automel.normalize import FeatureNorm
+from automel.registry import Registry
 from automel.runs import RunRecord, submission_rows, versions
 from automel.train.config import RunSettings, TrainParams
+from automel.train.device import autocast_dtype, select_device
 from automel.train.loop import Callback, ProgressHook, TrainResult, fit, predict
 
 VALID_FRACTION = 0.1
@@ -52,24 +54,27 @@ def open_workspace(root: Path, home: Path, split_seed: int = 0, split_record: Ma
     return Workspace(store, split)
 
 
-def full_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def full_params(params: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
     """Every parameter of the chosen plugins and of training, defaults filled in (what config.json keeps)."""
     from automel.model import resolve_model_params
 
-    return {**resolve_model_params(params), **TrainParams.from_params(params).to_params()}
+    return {**resolve_model_params(params, registry), **TrainParams.from_params(params).to_params()}
 
 
 def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings, device: torch.device,
-              callbacks: Sequence[Callback] = (), on_progress: ProgressHook | None = None
-              ) -> tuple[torch.nn.Module, TrainResult, RunRecord]:
-    """Build the model ``params`` describe, train it, and return it with the best weights loaded."""
+              callbacks: Sequence[Callback] = (), on_progress: ProgressHook | None = None,
+              registry: Registry | None = None) -> tuple[torch.nn.Module, TrainResult, RunRecord]:
+    """Build the model ``params`` describe, train it, and return it with the best weights loaded.
+
+    Plugins come from ``registry`` (a search passes its own; default: :func:`default_registry`).
+    """
     from automel.model import build_model
 
-    full = full_params(params)
+    full = full_params(params, registry)
     train_params = TrainParams.from_params(full)
-    store = work.store if device.type == "cpu" else work.store.to(device)
+    store = work.store.on(device)  # copied to an accelerator once per process, not once per trial
     torch.manual_seed(settings.seed)  # the initial weights are part of what the seed reproduces
-    model = build_model(full, store.n_mels, store.num_classes)
+    model = build_model(full, store.n_mels, store.num_classes, registry)
     if train_params.normalize == "global" and isinstance(model.norm, FeatureNorm):
         model.norm.set_stats(*work.train_stats)
     result = fit(model, store, work.split, train_params, settings, device, callbacks, on_progress)
@@ -86,9 +91,13 @@ def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings,
 
 def test_submission(model: torch.nn.Module, store: FeatureStore, speakers: tuple[str, ...],
                     device: torch.device | None = None) -> list[tuple[str, str]]:
-    """``Id,Category`` rows for the data set's ``testdata.json``, in its order."""
+    """``Id,Category`` rows for the data set's ``testdata.json``, in its order.
+
+    Predicted on ``device`` (default: the best one here, as ``--device auto``), under autocast there.
+    """
+    device = device if device is not None else select_device("auto")
     test = store.test_indices()
-    predictions = predict(model, store, test, device or torch.device("cpu"))
+    predictions = predict(model, store, test, device, autocast_dtype(device, True))
     return submission_rows(predictions, [store.paths[i] for i in test.tolist()], speakers)
 
 

@@ -195,3 +195,28 @@ def test_full_length_batches_of_the_test_set(store: FeatureStore, originals: lis
     for batch in batches:
         assert (batch.labels == -1).all()
         check_rows(batch, store, originals, batch.x.shape[1])
+
+
+def test_batches_know_on_the_host_whether_they_are_padded(store: FeatureStore) -> None:
+    crops = RandomCrops(store, store.train_indices(), batch_size=4, segment_len=SEG, seed=0)
+    for _ in range(20):
+        batch = next(crops)
+        assert batch.padded == (not bool(batch.mask.all()))
+    for batch in full_length_batches(store, store.train_indices(), max_frames=10_000, max_batch=3):
+        assert batch.padded == (not bool(batch.mask.all()))
+
+
+def test_cutting_batches_on_a_device_never_reads_from_it(store: FeatureStore) -> None:
+    """A store on the ``meta`` device stands for a GPU: reading any of its values would raise.
+
+    So cutting training crops and evaluation batches makes no device-to-host transfer (no sync).
+    """
+    device_store = store.on("meta")
+    assert store.on("meta") is device_store  # copied once per store and device
+    assert device_store.host is store and store.on("cpu") is store
+    crops = RandomCrops(device_store, store.train_indices(), batch_size=4, segment_len=SEG, seed=0)
+    kinds = {next(crops).padded for _ in range(20)}
+    assert kinds == {True, False}  # both kinds were cut, both without a read
+    batches = list(full_length_batches(device_store, store.train_indices(), max_frames=10_000, max_batch=3))
+    assert all(b.x.device.type == "meta" and b.mask.device.type == "meta" for b in batches)
+    assert sum(len(b.labels) for b in batches) == N_TRAIN

@@ -131,3 +131,23 @@ def test_compile_option_compiles_the_training_forward(work: Workspace, monkeypat
     fit(model, work.store, work.split, TrainParams(), RunSettings(steps=4, valid_every=4, compile=True),
         torch.device("cpu"))
     assert compiled == [model]
+
+
+def test_a_training_step_never_waits_for_the_device(work: Workspace) -> None:
+    """The step (forward, loss, backward, clipping, AdamW) on the ``meta`` device, where reading any value
+    raises: no host-device sync per step. The host reads the loss only every ``log_every`` steps."""
+    from automel.data.batching import RandomCrops
+    from automel.model import build_model
+    from automel.presets import preset_params
+    from automel.train.loop import _Stepper
+
+    meta = torch.device("meta")
+    params = {**preset_params("boss"), "encoder.conformer.num_layers": 1, "encoder.conformer.d_model": 16,
+              "encoder.conformer.dim_feedforward": 16, "encoder.conformer.nhead": 2}
+    model = build_model(params, work.store.n_mels, work.store.num_classes).to(meta)
+    optimizer = torch.optim.AdamW(model.parameters())
+    stepper = _Stepper(model, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), 5.0, None)
+    crops = RandomCrops(work.store.on(meta), work.split.train, batch_size=4, segment_len=64, seed=0)
+    for _ in range(3):
+        loss, hits = stepper.step(next(crops))
+        assert loss.device == meta and hits.device == meta
