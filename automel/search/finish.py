@@ -52,6 +52,7 @@ class FinishOptions:
     ensemble_size: int = 3  # most members; 1 = never an ensemble
     refit_seeds: int = 1  # most seeds of a single refit model
     steps: int | None = None  # fixed refit steps (``automel refit --steps``); None: from the trial and the time
+    deterministic: bool = False  # deterministic kernels only (RunSettings.deterministic)
 
 
 @dataclass
@@ -257,17 +258,20 @@ def _refit_members(members: list[Member], work: Workspace, options: FinishOption
         until = deadline
         if steps == 0:  # no time left and no trial weights to fall back on: train briefly, late rather than never
             steps, seeds, until = refit_plan(member.trial, ratio, None)[0] // 2 or 1, 1, None
-        fitted.append(Fitted(member, [_refit_one(member, everything, steps, k, device, until, note)
+        fitted.append(Fitted(member, [_refit_one(member, everything, steps, k, device, until, note,
+                                                 options.deterministic)
                                       for k in range(seeds)]))
     return fitted
 
 
 def _refit_one(member: Member, everything: Workspace, steps: int, seed_index: int, device: torch.device,
-               deadline: float | None, note: Note) -> tuple[torch.nn.Module, RunRecord]:
+               deadline: float | None, note: Note, deterministic: bool = False
+               ) -> tuple[torch.nn.Module, RunRecord]:
     seed = int(member.trial.user_attrs.get("seed", 0)) + 7919 * (seed_index + 1)
     note(f"refit of trial {member.trial.number} on all {len(everything.split.train)} labelled utterances: "
          f"{steps} steps, seed {seed}")
-    settings = RunSettings(steps=steps, valid_every=steps, seed=seed, validate=False, deadline=deadline)
+    settings = RunSettings(steps=steps, valid_every=steps, seed=seed, validate=False, deadline=deadline,
+                           deterministic=deterministic)
     try:
         model, result, record = train_run(member.trial.params, everything, settings, device)
     finally:

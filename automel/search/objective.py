@@ -71,7 +71,7 @@ class TrialObjective:
         self.events.on_trial_start(trial.number, params)
         steps = self.opened.steps
         settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
-                               deadline=self.deadline)
+                               deadline=self.deadline, deterministic=self.options.deterministic)
         try:
             model, result, record = train_run(params, self.opened.work, settings, self.device,
                                               [_pruning(trial, steps)], self.events.on_progress,

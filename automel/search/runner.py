@@ -65,6 +65,7 @@ class SearchOptions:
     limit: int | None = None  # a worker's own budget: stop after finishing this many trials
     sampler_salt: int = 0  # differs per worker, so parallel workers never draw the same random trials
     portfolio: bool = True  # start a new study with the portfolio of known-good configurations
+    deterministic: bool = False  # deterministic kernels only (RunSettings.deterministic)
 
 
 @dataclass

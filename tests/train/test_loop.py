@@ -151,3 +151,22 @@ def test_a_training_step_never_waits_for_the_device(work: Workspace) -> None:
     for _ in range(3):
         loss, hits = stepper.step(next(crops))
         assert loss.device == meta and hits.device == meta
+
+
+def test_deterministic_mode_is_scoped_to_the_run(work: Workspace) -> None:
+    """``deterministic`` switches PyTorch to deterministic kernels for the run only, and gives one result."""
+    seen: list[bool] = []
+
+    def once() -> dict[str, torch.Tensor]:
+        torch.manual_seed(5)
+        model = MeanLinear(40, 10)
+        fit(model, work.store, work.split, TrainParams(), RunSettings(steps=10, valid_every=5, seed=5,
+            deterministic=True), torch.device("cpu"), [lambda s, m: seen.append(torch.are_deterministic_algorithms_enabled())])
+        return model.state_dict()
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    first, second = once(), once()
+    assert seen and all(seen)  # on inside the run
+    assert not torch.are_deterministic_algorithms_enabled()  # and off again after it
+    for key in first:
+        assert torch.equal(first[key], second[key])
