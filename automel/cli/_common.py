@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from automel.errors import AutomelError
+from automel.errors import AutomelError, ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +27,7 @@ DataOption = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=str)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -46,6 +47,14 @@ def handle_errors(func: F) -> F:
             raise fail(str(exc), exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def choice(option: str, value: str, allowed: Sequence[C]) -> C:
+    """``value`` as one of ``allowed``; otherwise a one-line error naming the option."""
+    for allowed_value in allowed:
+        if allowed_value == value:
+            return allowed_value
+    raise ConfigError(f"{option} {value!r} is not one of {', '.join(allowed)}")
 
 
 def resolve_data(data: Path | None, home: Path | None) -> Path:

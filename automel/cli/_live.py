@@ -1,18 +1,26 @@
-"""The live terminal view of a search: trial progress, the running trial, counts and a leaderboard."""
+"""What a search shows while it runs.
+
+On a terminal, a live view: trial progress, the running trial, counts and a leaderboard. Anywhere else (a pipe,
+``nohup``, a CI or Slurm log) a redrawn view shows nothing until the end, so a search prints plain lines
+instead: one when it starts, one per finished trial, one when it ends.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from automel.cli._progress import add_training_task, progress_hook, training_progress
-from automel.search.runner import SearchEvents, state_counts
+from automel.search.runner import FINISHED, SearchEvents, is_surplus, state_counts
 
 KEY_PARAMS = ("train.lr", "train.batch_size", "train.segment_len")
 
@@ -46,7 +54,8 @@ class LiveView:
         self.trial_task: TaskID | None = None
         self.steps = 1
         self.board = Table()
-        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+        # transient: once done, the view gives way to the search's report (its leaderboard is printed once)
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
 
     def _render(self) -> Group:
         return Group(self.trials_bar, self.trial_bar, self.board)
@@ -80,3 +89,88 @@ class LiveView:
             self.refresh(study)
 
         return SearchEvents(on_start, on_trial_start, on_progress, on_trial_end)
+
+
+def interactive() -> bool:
+    """Whether a search draws the live view: stdout and stderr are both terminals."""
+    from automel.cli._common import console, err_console
+
+    return console.is_terminal and err_console.is_terminal
+
+
+def say_plain(line: str) -> None:
+    """A progress line for a log (search started, refit done, …); a terminal has the live view instead."""
+    from automel.cli._common import console
+
+    if not interactive():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def search_view(trials: int, elapsed: Callable[[], float] | None = None) -> LiveView | PlainView:
+    """The live view on a terminal, else plain lines on stdout; ``elapsed`` is the job's clock."""
+    from automel.cli._common import console, err_console
+
+    if interactive():
+        return LiveView(trials, err_console)
+    started = time.monotonic()
+    return PlainView(trials, console, elapsed or (lambda: time.monotonic() - started))
+
+
+def trial_line(trial: FrozenTrial, finished: int, target: int, elapsed: float | None = None) -> str:
+    """``trial 4 COMPLETE: valid 83.33%, 120 steps, 4.1 s [5/200 finished, 25 s elapsed]``."""
+    if trial.state == TrialState.FAIL:
+        fields = [str(trial.user_attrs.get("fail_reason", "no reason recorded"))]
+    else:
+        last = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
+        value = trial.value if trial.value is not None else last
+        fields = [f"valid {value:.2%}" if value is not None else "not validated"]
+        if "pruned_reason" in trial.user_attrs:
+            fields.append(str(trial.user_attrs["pruned_reason"]))
+    steps = trial.user_attrs.get("steps", trial.last_step)
+    if steps is not None:
+        fields.append(f"{steps} steps")
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    seconds = trial.user_attrs.get("seconds", duration)
+    if seconds is not None:
+        fields.append(f"{seconds:.1f} s")
+    where = f"{finished}/{target} finished" + (f", {elapsed:.0f} s elapsed" if elapsed is not None else "")
+    return f"trial {trial.number} {trial.state.name}: {', '.join(fields)} [{where}]"
+
+
+class PlainView:
+    """The search as plain lines, for a log that nobody watches redraw; used like :class:`LiveView`."""
+
+    def __init__(self, trials: int, console: Console, elapsed: Callable[[], float]) -> None:
+        self.trials, self.console, self.elapsed = trials, console, elapsed
+        self.seen: set[int] = set()
+        self.live = self  # `with view.live:` as with a LiveView; the exit prints the end line
+
+    def __enter__(self) -> PlainView:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            self.say(f"search ended [{self.elapsed():.0f} s elapsed]")
+
+    def say(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def refresh(self, study: optuna.Study) -> None:
+        """One line per trial finished since the last call, by this process or any other worker."""
+        trials = study.get_trials(deepcopy=False)
+        new = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=lambda t: t.number)
+        finished = sum(t.state in FINISHED for t in trials) - sum(t.state in FINISHED for t in new)
+        for trial in new:
+            self.seen.add(trial.number)
+            finished += trial.state in FINISHED
+            if not is_surplus(trial):  # a trial started after the target was met is no news
+                self.say(trial_line(trial, finished, self.trials, self.elapsed()))
+
+    def events(self) -> SearchEvents:
+        def on_start(study: optuna.Study, steps: int) -> None:
+            self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+            self.say(f"search started: study {study.study_name}, {steps} steps per trial, "
+                     f"{state_counts(study)['finished']}/{self.trials} trials finished "
+                     f"[{self.elapsed():.0f} s elapsed]")
+
+        return SearchEvents(on_start=on_start, on_trial_end=lambda study, trial: self.refresh(study))

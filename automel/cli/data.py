@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from automel.cli._common import console, err_console, handle_errors
+from automel.cli._output import print_table
 
 app = typer.Typer(help="Check, prepare and generate data sets in the HW4 layout.", no_args_is_help=True)
 
@@ -32,20 +33,20 @@ def check(directory: Annotated[Path, typer.Argument(help="A data set in the HW4 
         task = progress.add_task("Checking features", total=None)
         report = check_dataset(directory, on_progress=lambda done, total: progress.update(task, completed=done,
                                                                                              total=total))
-    console.print(_summary_table(report))
+    print_table(_summary_table(report))
     if report.problems:
         for problem in report.problems:
             err_console.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         err_console.print(f"[bold red]{len(report.problems)} problem(s) in {directory}[/]", highlight=False)
         raise typer.Exit(2)
-    console.print(f"[green]valid:[/] {directory}", highlight=False)
+    console.print(f"[green]valid:[/] {escape(str(directory))}", highlight=False, soft_wrap=True)
 
 
 def _summary_table(report: object) -> Table:
     from automel.data.check import CheckReport
 
     assert isinstance(report, CheckReport)
-    table = Table(title=f"{report.root} ({report.kind})", show_header=False, title_justify="left")
+    table = Table(title=escape(f"{report.root} ({report.kind})"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in report.summary_rows():
@@ -89,7 +90,7 @@ def prepare(
         table.add_column("reason")
         for path, reason in report.skipped:
             table.add_row(escape(str(path)), escape(reason))
-        console.print(table)
+        print_table(table)
 
 
 @app.command("synth")

@@ -51,7 +51,7 @@ def train(
 
     warn_plugin_failures()
     params = _load_params(preset, config)
-    settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, device=device, compile=compile_model)
+    settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, compile=compile_model)
     torch_device = select_device(device)
     root = resolve_data(data, home)
     work = open_workspace(root, resolve_home(home), split_seed=seed)

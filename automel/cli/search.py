@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from automel.cli._common import (
     DataOption,
@@ -22,6 +20,7 @@ from automel.cli._common import (
     resolve_data,
     warn_plugin_failures,
 )
+from automel.cli._output import FormatOption, output_format, print_table
 
 if TYPE_CHECKING:
     import optuna
@@ -69,7 +68,7 @@ def search(
     import dataclasses
     import time
 
-    from automel.cli._live import LiveView
+    from automel.cli._live import search_view
     from automel.cli.workers import run_parallel
     from automel.home import resolve_home
     from automel.registry import default_registry
@@ -95,18 +94,18 @@ def search(
                             portfolio=portfolio)
     console.print(f"automel search: time limit {_duration(limit_s)}{'' if limit_text else ' (the default)'}, "
                   f"quality {quality}, {'refit on all labelled data' if refit else 'no refit'}; "
-                  f"at most {trials} trials", highlight=False)
+                  f"at most {trials} trials", highlight=False, soft_wrap=True)
     root, where = resolve_data(data, home), resolve_home(home)
     quiet_optuna()
     warn_plugin_failures()
     planner = step_planner(clock, select_device(device), default_registry())
     opened = open_search(root, where, options, plan_steps=planner)  # bad options and mismatched studies fail here
     deadline = clock.search_deadline()
+    view = search_view(trials, clock.elapsed)  # the live view on a terminal, else one plain line per trial
     if workers > 1:
         timed = dataclasses.replace(options, timeout=max(1.0, deadline - time.monotonic()))
-        interrupted = run_parallel(opened, where, timed, workers, root)
+        interrupted = run_parallel(opened, where, timed, workers, root, view)
     else:
-        view = LiveView(trials, err_console)
         store = opened.work.store
         with view.live:
             outcome = run_trials(opened, where, options, view.events(), deadline=deadline,
@@ -114,7 +113,7 @@ def search(
                                  if refit else None)  # without a refit there is nothing better to do with the time
         interrupted = outcome.interrupted
         if outcome.stopped_because:
-            console.print(f"search ended early: {outcome.stopped_because}", highlight=False)
+            console.print(f"search ended early: {outcome.stopped_because}", highlight=False, soft_wrap=True)
     clock.record("search", clock.elapsed())
     _report_search(opened.study, opened.url)
     if interrupted:
@@ -139,15 +138,16 @@ def _report_search(study: optuna.Study, url: str) -> None:
 
     counts = state_counts(study)
     console.print(f"study [bold]{study.study_name}[/] ({url}): {counts['complete']} complete, "
-                  f"{counts['pruned']} pruned, {counts['fail']} failed", highlight=False)
+                  f"{counts['pruned']} pruned, {counts['fail']} failed", highlight=False, soft_wrap=True)
     if counts["complete"]:
-        console.print(leaderboard(study))
+        print_table(leaderboard(study))
 
 
 def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bool, device: str) -> None:
     """Ensemble, refit and export within the clock; Ctrl-C keeps the search and says how to finish."""
     import time
 
+    from automel.cli._live import say_plain
     from automel.search.finish import FinishOptions, finish_study
     from automel.search.record import append_budget_run
     from automel.train.device import select_device
@@ -155,9 +155,10 @@ def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bo
     quality = clock.quality
     options = FinishOptions(refit=refit, ensemble_size=quality.ensemble_size, refit_seeds=quality.refit_seeds)
     started = time.monotonic()
+    say_plain(f"ensemble, refit and export started [{clock.elapsed():.0f} s elapsed]")
     try:
         result = finish_study(study, home, options, select_device(device), deadline=clock.finish_deadline(),
-                              data_root=root, note=lambda line: console.print(line, highlight=False))
+                              data_root=root, note=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))
         err_console.print(f"interrupted after the search: every trial is saved and the previous export is intact; "
@@ -165,11 +166,13 @@ def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bo
         raise typer.Exit(130) from None
     for phase, seconds in result.timings.items():
         clock.record(phase, seconds)
+        if refit or phase != "refit":
+            say_plain(f"{phase} done in {seconds:.1f} s")
     clock.record("other", max(0.0, time.monotonic() - started - sum(result.timings.values())))
     append_budget_run(study, clock.summary())
-    what = {"trial": "the best trial", "refit": "refit model", "ensemble": "ensemble"}[result.kind]
+    what = {"trial": "best trial", "refit": "refit model", "ensemble": "ensemble"}[result.kind]
     console.print(f"exported the {what} (trials {', '.join(str(m['trial']) for m in result.members)}) to "
-                  f"{result.path} in {clock.elapsed():.0f} s of {clock.limit_s:.0f} s", highlight=False)
+                  f"{result.path} in {clock.elapsed():.0f} s of {clock.limit_s:.0f} s", highlight=False, soft_wrap=True)
 
 
 def refit(
@@ -229,59 +232,26 @@ def export(
     console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
 
 
-def studies(home: HomeOption = None) -> None:
-    """List the studies in the home directory."""
-    import optuna
-
+def studies(home: HomeOption = None, output: FormatOption = "table") -> None:
+    """List the studies in the home directory (with --format json or csv: one record per study)."""
+    from automel.cli._studies import print_studies
     from automel.home import resolve_home
-    from automel.search.study import open_storage
 
-    where = resolve_home(home)
-    table = Table(title=f"Studies in {where}", title_justify="left")
-    for column in ("study", "data set", "complete", "pruned", "failed", "running", "best", "last update"):
-        table.add_column(column)
-    for db in sorted(where.glob("*.db")):
-        storage = open_storage(f"sqlite:///{db}", heartbeat=False)
-        for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=True):
-            loaded = optuna.load_study(study_name=summary.study_name, storage=storage)
-            states = Counter(t.state.name for t in loaded.get_trials(deepcopy=False))
-            dataset = loaded.user_attrs.get("dataset", {})
-            ends = [t.datetime_complete or t.datetime_start for t in loaded.get_trials(deepcopy=False)]
-            last = max((e for e in ends if e), default=None)
-            table.add_row(summary.study_name, f"{dataset.get('name', '?')} [{dataset.get('kind', '?')}]",
-                          str(states["COMPLETE"]), str(states["PRUNED"]), str(states["FAIL"]), str(states["RUNNING"]),
-                          f"{summary.best_trial.value:.2%}" if summary.best_trial else "-",
-                          last.strftime("%Y-%m-%d %H:%M") if last else "-")
-    console.print(table)
+    print_studies(resolve_home(home), output_format(output))
 
 
-def show(study: StudyOption = None, storage: StorageOption = None, home: HomeOption = None) -> None:
-    """The leaderboard, parameter importances and the pruned/failed trials with their reasons."""
-    import optuna
-    from optuna.trial import TrialState
+def show(study: StudyOption = None, storage: StorageOption = None, home: HomeOption = None,
+         output: FormatOption = "table") -> None:
+    """The leaderboard, parameter importances and the pruned/failed trials with their reasons.
 
-    from automel.cli._live import leaderboard
+    With --format json or csv: every trial instead, best first, with its full parameters.
+    """
+    from automel.cli._studies import print_show
     from automel.home import resolve_home
     from automel.search.runner import load_study
 
-    loaded = load_study(resolve_home(home), study, storage)
-    console.print(leaderboard(loaded, top=10))
-    complete = loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) >= 2:
-        table = Table(title="Parameter importances (fANOVA)", title_justify="left")
-        table.add_column("parameter")
-        table.add_column("importance")
-        for name, value in optuna.importance.get_param_importances(loaded).items():
-            table.add_row(name, f"{value:.3f}")
-        console.print(table)
-    else:
-        console.print("parameter importances need at least two completed trials")
-    pruned = loaded.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-    failed = loaded.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    console.print(f"pruned: {len(pruned)}   failed: {len(failed)}")
-    for trial in failed:
-        console.print(f"  trial {trial.number} failed: {trial.user_attrs.get('fail_reason', 'no reason recorded')}",
-                      highlight=False)
+    fmt = output_format(output)  # a bad --format fails before the study is read
+    print_show(load_study(resolve_home(home), study, storage), fmt)
 
 
 def dashboard(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from automel.cli._live import LiveView, PlainView
     from automel.search.parallel import Worker
     from automel.search.runner import OpenedSearch, SearchOptions
 
@@ -60,12 +62,12 @@ def worker(
     warn_plugin_failures()
     opened, options = open_worker(where, study, url, data, device, trials, grace_period, worker_index, timeout)
     console.print(f"worker {os.getpid()} joined study [bold]{study}[/] ({url}) on {device}: target "
-                  f"{options.trials} finished trials", highlight=False)
+                  f"{options.trials} finished trials", highlight=False, soft_wrap=True)
     outcome = run_trials(opened, where, options, SearchEvents(on_trial_end=_print_trial(options.trials)))
     counts = outcome.counts
     console.print(f"worker {os.getpid()} done: {outcome.finished_here} trials finished here; study holds "
                   f"{counts['finished']}/{options.trials} ({counts['complete']} complete, {counts['pruned']} pruned, "
-                  f"{counts['fail']} failed)", highlight=False)
+                  f"{counts['fail']} failed)", highlight=False, soft_wrap=True)
     if outcome.interrupted:
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))
         raise typer.Exit(130)
@@ -74,29 +76,33 @@ def worker(
 
 
 def _print_trial(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """One plain line per trial this worker finishes (a worker's output is a log, not a terminal view)."""
+    from automel.cli._live import trial_line
     from automel.search.runner import is_surplus, state_counts
 
+    started = time.monotonic()
+
     def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
-        if is_surplus(trial):
-            return
-        value = f" valid {trial.value:.2%}" if trial.value is not None else ""
-        reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
-        console.print(f"trial {trial.number} {trial.state.name}{value}{reason} "
-                      f"[{state_counts(study)['finished']}/{target}]", highlight=False)
+        if not is_surplus(trial):
+            console.print(trial_line(trial, state_counts(study)["finished"], target, time.monotonic() - started),
+                          markup=False, highlight=False, soft_wrap=True)
 
     return on_trial_end
 
 
-def run_parallel(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int, data_root: Path) -> bool:
-    """Run the search in ``workers`` worker processes with a combined live view; True if interrupted."""
-    from automel.cli._live import LiveView
+def run_parallel(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int, data_root: Path,
+                 view: LiveView | PlainView | None = None) -> bool:
+    """Run the search in ``workers`` worker processes with a combined view (live, or plain lines off a
+    terminal); True if interrupted."""
+    from automel.cli._live import search_view
     from automel.search.parallel import launch_workers, wait_workers
 
     started = launch_workers(opened, home, options, workers, data_root)
     where = ", ".join(sorted({w.device for w in started}))
     err_console.print(f"{workers} workers on {where} ({started[0].threads} threads each); logs in "
-                      f"{started[0].log.parent}", highlight=False)
-    view = LiveView(options.trials, err_console)
+                      f"{started[0].log.parent}", highlight=False, soft_wrap=True)
+    view = view or search_view(options.trials)
+    view.events().on_start(opened.study, opened.steps)
     try:
         with view.live:
             codes = wait_workers(started, lambda: view.refresh(opened.study))
@@ -125,4 +131,5 @@ def _export(study: optuna.Study, home: Path, data: Path | None) -> None:
 
     path, best, wrote = export_best(study, home, data)
     verb = "exported to" if wrote else "already exported in"
-    console.print(f"best trial {best.number}: valid accuracy {best.value:.2%} → {verb} {path}", highlight=False)
+    console.print(f"best trial {best.number}: valid accuracy {best.value:.2%} → {verb} {path}", highlight=False,
+                  soft_wrap=True)
