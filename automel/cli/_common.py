@@ -25,6 +25,8 @@ DataOption = Annotated[
     typer.Option("--data", help="An HW4-layout data set; default: the embedded synthetic corpus."),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+DeterministicOption = Annotated[bool, typer.Option(
+    "--deterministic", help="Deterministic kernels only (one seed, one result on a GPU too); slower on a GPU.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=str)

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from automel.cli._common import (
     DataOption,
+    DeterministicOption,
     DeviceOption,
     HomeOption,
     console,
@@ -39,6 +40,7 @@ def train(
     device: DeviceOption = "auto",
     seed: Annotated[int, typer.Option(help="Seed for initialisation, batches and the split.")] = 0,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (worth it for long GPU runs).")] = False,
+    deterministic: DeterministicOption = False,
     home: HomeOption = None,
 ) -> None:
     """Train one model and write a run directory (weights, config, metrics, output.csv)."""
@@ -51,7 +53,8 @@ def train(
 
     warn_plugin_failures()
     params = _load_params(preset, config)
-    settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, compile=compile_model)
+    settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, compile=compile_model,
+                           deterministic=deterministic)
     torch_device = select_device(device)
     root = resolve_data(data, home)
     work = open_workspace(root, resolve_home(home), split_seed=seed)

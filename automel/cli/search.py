@@ -11,6 +11,7 @@ import typer
 
 from automel.cli._common import (
     DataOption,
+    DeterministicOption,
     DeviceOption,
     HomeOption,
     console,
@@ -58,6 +59,7 @@ def search(
     poolings: Annotated[str | None, typer.Option(help="Comma-separated pooling names [default: all installed].")] = None,
     heads: Annotated[str | None, typer.Option(help="Comma-separated head names [default: all installed].")] = None,
     device: DeviceOption = "auto",
+    deterministic: DeterministicOption = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and the trials.")] = 0,
     keep: Annotated[int, typer.Option(min=1, help="Keep the weights of the best K trials only.")] = 5,
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes on the study (one per GPU when several are visible).")] = 1,
@@ -91,7 +93,7 @@ def search(
     options = SearchOptions(trials=trials, study=study, storage=storage, steps_per_trial=steps_per_trial,
                             sampler=sampler, pruner=pruner, encoders=_names(encoders), poolings=_names(poolings),
                             heads=_names(heads), device=device, seed=seed, keep=keep, grace_period=grace_period,
-                            portfolio=portfolio)
+                            portfolio=portfolio, deterministic=deterministic)
     console.print(f"automel search: time limit {_duration(limit_s)}{'' if limit_text else ' (the default)'}, "
                   f"quality {quality}, {'refit on all labelled data' if refit else 'no refit'}; "
                   f"at most {trials} trials", highlight=False, soft_wrap=True)
@@ -121,7 +123,7 @@ def search(
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))
         err_console.print("interrupted: the study is consistent; rerun the same command to resume")
         raise typer.Exit(130)
-    _finish(opened.study, where, root, clock, refit, device)
+    _finish(opened.study, where, root, clock, refit, device, deterministic)
 
 
 def _duration(seconds: float) -> str:
@@ -143,7 +145,8 @@ def _report_search(study: optuna.Study, url: str) -> None:
         print_table(leaderboard(study))
 
 
-def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bool, device: str) -> None:
+def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bool, device: str,
+            deterministic: bool = False) -> None:
     """Ensemble, refit and export within the clock; Ctrl-C keeps the search and says how to finish."""
     import time
 
@@ -153,7 +156,8 @@ def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bo
     from automel.train.device import select_device
 
     quality = clock.quality
-    options = FinishOptions(refit=refit, ensemble_size=quality.ensemble_size, refit_seeds=quality.refit_seeds)
+    options = FinishOptions(refit=refit, ensemble_size=quality.ensemble_size, refit_seeds=quality.refit_seeds,
+                            deterministic=deterministic)
     started = time.monotonic()
     say_plain(f"ensemble, refit and export started [{clock.elapsed():.0f} s elapsed]")
     try:

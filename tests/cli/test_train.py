@@ -132,3 +132,17 @@ def test_score_errors(cli: CliRunner, hw4_answers: Path, tmp_path: Path) -> None
         assert str(path) in stderr.replace("\n", ""), name
     code, stdout, _ = run(cli, "score", hw4_answers, hw4_answers)
     assert code == 0 and "1.0000 (48/48)" in stdout
+
+
+def test_train_deterministic_gives_one_result_and_records_it(cli: CliRunner, hw4_sample: Path,
+                                                            tmp_path: Path) -> None:
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        code, _, stderr = run(cli, "train", "--preset", "simple", "--data", hw4_sample, "--steps", 20,
+                              "--valid-every", 10, "--out", out, "--device", "cpu", "--deterministic")
+        assert code == 0, stderr
+    (first, record), (second, _) = load_run(outs[0]), load_run(outs[1])
+    assert record.extra["settings"]["deterministic"] is True
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+    assert not torch.are_deterministic_algorithms_enabled()  # scoped to the runs
