@@ -23,7 +23,8 @@ import numpy as np
 from automel.errors import ConfigError, DataError
 
 FORMAT = "automel-run/1"
-WEIGHTS, CONFIG, METRICS, SUBMISSION, CARD = "model.safetensors", "config.json", "metrics.jsonl", "output.csv", "README.md"
+WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.jsonl"
+SUBMISSION, CARD = "output.csv", "README.md"
 ENSEMBLE = "ensemble.json"  # marks an ensemble folder (see automel.ensemble)
 
 

@@ -259,7 +259,9 @@ def notes(arm: str, r: dict[str, Any]) -> str:
         if kind == "ensemble" and len(trials) == 1:
             what += f" ({len(r['members'])} refit seeds)"
         valid = "—" if r["best_valid_acc"] is None else f"{r['best_valid_acc']:.3f}"
-        parts = [what, f"{r['complete']} complete / {r['pruned']} pruned / {r['cut_by_time']} cut by time / {r['failed']} failed",
+        counts = (f"{r['complete']} complete / {r['pruned']} pruned / {r['cut_by_time']} cut by time / "
+                  f"{r['failed']} failed")
+        parts = [what, counts,
                  f"best valid {valid} (trial {r['export_trial']})",
                  f"best trial alone {r['trial_acc'] if r['trial_acc'] is not None else '—'}",
                  f"refit {_signed(r['refit_gain'])}", f"ensemble {_signed(r['ensemble_gain'])}"]

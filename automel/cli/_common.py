@@ -18,7 +18,8 @@ err_console = Console(stderr=True)
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help="automel's home for caches, studies and exports [env: AUTOMEL_HOME; default: ./studies]"),
+    typer.Option("--home",
+        help="automel's home for caches, studies and exports [env: AUTOMEL_HOME; default: ./studies]"),
 ]
 DataOption = Annotated[
     Path | None,

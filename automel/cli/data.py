@@ -57,11 +57,14 @@ def _summary_table(report: object) -> Table:
 @app.command("prepare")
 @handle_errors
 def prepare(
-    src: Annotated[Path | None, typer.Argument(help="Audio folder: one folder per speaker, or flat with --speaker-regex.")] = None,
+    src: Annotated[Path | None, typer.Argument(
+        help="Audio folder: one folder per speaker, or flat with --speaker-regex.")] = None,
     out: Annotated[Path | None, typer.Argument(help="New output folder for the HW4-layout data set.")] = None,
-    test_per_speaker: Annotated[int, typer.Option(min=0, help="Utterances per speaker held out into testdata.json.")] = 2,
+    test_per_speaker: Annotated[int, typer.Option(min=0,
+        help="Utterances per speaker held out into testdata.json.")] = 2,
     manifest: Annotated[Path | None, typer.Option(help="CSV 'path,speaker[,split]' instead of scanning SRC.")] = None,
-    speaker_regex: Annotated[str | None, typer.Option(help=r"Regex whose group 1 is the speaker, e.g. '^\d+_([a-z]+)_\d+\.wav$'.")] = None,
+    speaker_regex: Annotated[str | None, typer.Option(
+        help=r"Regex whose group 1 is the speaker, e.g. '^\d+_([a-z]+)_\d+\.wav$'.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Parallel decoding processes.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for choosing held-out test utterances.")] = 0,
 ) -> None:
@@ -100,7 +103,8 @@ def synth(
     speakers: Annotated[int, typer.Option(min=2, help="Number of synthetic speakers.")] = 64,
     utterances: Annotated[int, typer.Option(min=2, help="Utterances per speaker (train + test).")] = 40,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same corpus.")] = 0,
-    test_per_speaker: Annotated[int, typer.Option(min=0, help="Utterances per speaker held out into testdata.json.")] = 4,
+    test_per_speaker: Annotated[int, typer.Option(min=0,
+        help="Utterances per speaker held out into testdata.json.")] = 4,
 ) -> None:
     """Generate the synthetic multi-speaker corpus (source-filter voices) in the HW4 layout."""
     from automel.data.synth import SynthSpec, generate_corpus

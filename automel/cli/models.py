@@ -32,14 +32,16 @@ def register(app: typer.Typer) -> None:
 
 def train(
     preset: Annotated[str | None, typer.Option(help="simple | medium | hard | boss (the course's levels).")] = None,
-    config: Annotated[Path | None, typer.Option(help="JSON of trial parameters, or a run's/export's config.json.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="JSON of trial parameters, or a run's/export's config.json.")] = None,
     data: DataOption = None,
     steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 2000,
     valid_every: Annotated[int, typer.Option(min=1, help="Validate every N steps.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Run directory [default: <home>/runs/<name>-<time>].")] = None,
     device: DeviceOption = "auto",
     seed: Annotated[int, typer.Option(help="Seed for initialisation, batches and the split.")] = 0,
-    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (worth it for long GPU runs).")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile",
+        help="torch.compile the model (worth it for long GPU runs).")] = False,
     deterministic: DeterministicOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -62,7 +64,8 @@ def train(
     target = out or resolve_home(home) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"{target}: already exists and is not empty; choose another --out")
-    console.print(f"Training [bold]{escape(name)}[/] on {escape(work.store.dataset.name)} \\[{work.store.dataset.kind}] "
+    dataset = work.store.dataset
+    console.print(f"Training [bold]{escape(name)}[/] on {escape(dataset.name)} \\[{dataset.kind}] "
                   f"({len(work.split.train)} train / {len(work.split.valid)} valid utterances) on {torch_device}",
                   highlight=False)
     with training_progress(console=err_console) as progress:
@@ -94,7 +97,8 @@ def _load_params(preset: str | None, config: Path | None) -> dict[str, Any]:
 
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory or an export.")],
-    data: Annotated[Path | None, typer.Option(help="Data set whose testdata.json to predict [default: the run's].")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Data set whose testdata.json to predict [default: the run's].")] = None,
     out: Annotated[Path, typer.Option(help="Submission file to write.")] = Path("output.csv"),
     device: DeviceOption = "auto",
     home: HomeOption = None,

@@ -43,27 +43,39 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def search(
-    trials: Annotated[int, typer.Option(min=1, help="Most finished trials (complete + pruned) the study should hold; the time limit usually ends the search first.")] = 200,
-    time_limit: Annotated[str | None, typer.Option("--time-limit", help="Wall-clock budget of the whole job: search, ensemble, refit and export: 90s, 30m, 2h or seconds (default 10m).")] = None,
-    quality: Annotated[str, typer.Option(help="fast | balanced | best: how the budget is split (see README).")] = "balanced",
-    refit: Annotated[bool, typer.Option("--refit/--no-refit", help="Retrain the winner on training + validation data, and export that.")] = True,
+    trials: Annotated[int, typer.Option(min=1,
+        help="Most finished trials (complete + pruned) the study should hold; the time limit usually ends the "
+             "search first.")] = 200,
+    time_limit: Annotated[str | None, typer.Option("--time-limit",
+        help="Wall-clock budget of the whole job: search, ensemble, refit and export: 90s, 30m, 2h or "
+             "seconds (default 10m).")] = None,
+    quality: Annotated[str, typer.Option(
+        help="fast | balanced | best: how the budget is split (see README).")] = "balanced",
+    refit: Annotated[bool, typer.Option("--refit/--no-refit",
+        help="Retrain the winner on training + validation data, and export that.")] = True,
     data: DataOption = None,
     study: StudyOption = None,
     storage: StorageOption = None,
-    steps_per_trial: Annotated[int | None, typer.Option(min=10, help="Steps of the last rung (default: sized by the time limit).")] = None,
+    steps_per_trial: Annotated[int | None, typer.Option(min=10,
+        help="Steps of the last rung (default: sized by the time limit).")] = None,
     timeout: Annotated[str | None, typer.Option(hidden=True, help="Old name of --time-limit.")] = None,
     sampler: Annotated[str, typer.Option(help="tpe | random | cmaes | gp")] = "tpe",
     pruner: Annotated[str, typer.Option(help="asha (successive halving) | median | hyperband | none")] = "asha",
-    portfolio: Annotated[bool, typer.Option("--portfolio/--no-portfolio", help="Start a new study with known-good configurations.")] = True,
-    encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder names [default: all installed].")] = None,
-    poolings: Annotated[str | None, typer.Option(help="Comma-separated pooling names [default: all installed].")] = None,
+    portfolio: Annotated[bool, typer.Option("--portfolio/--no-portfolio",
+        help="Start a new study with known-good configurations.")] = True,
+    encoders: Annotated[str | None, typer.Option(
+        help="Comma-separated encoder names [default: all installed].")] = None,
+    poolings: Annotated[str | None, typer.Option(
+        help="Comma-separated pooling names [default: all installed].")] = None,
     heads: Annotated[str | None, typer.Option(help="Comma-separated head names [default: all installed].")] = None,
     device: DeviceOption = "auto",
     deterministic: DeterministicOption = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and the trials.")] = 0,
     keep: Annotated[int, typer.Option(min=1, help="Keep the weights of the best K trials only.")] = 5,
-    workers: Annotated[int, typer.Option(min=1, help="Local worker processes on the study (one per GPU when several are visible).")] = 1,
-    grace_period: Annotated[int, typer.Option(min=2, hidden=True, help="Seconds before a silent RUNNING trial is failed.")] = 60,
+    workers: Annotated[int, typer.Option(min=1,
+        help="Local worker processes on the study (one per GPU when several are visible).")] = 1,
+    grace_period: Annotated[int, typer.Option(min=2, hidden=True,
+        help="Seconds before a silent RUNNING trial is failed.")] = 60,
     home: HomeOption = None,
 ) -> None:
     """Search encoders, poolings, heads and their parameters within a time limit; refit and export the best."""
@@ -181,8 +193,10 @@ def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bo
 
 def refit(
     study: StudyOption = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="Refit steps (default: the trial's, scaled by the added data; stretched to fill --time-limit).")] = None,
-    time_limit: Annotated[str | None, typer.Option("--time-limit", help="Time for the ensemble, the refits and the export.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1,
+        help="Refit steps (default: the trial's, scaled by the added data; stretched to fill --time-limit).")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time-limit",
+        help="Time for the ensemble, the refits and the export.")] = None,
     quality: Annotated[str, typer.Option(help="fast | balanced | best: ensemble size and seeds.")] = "balanced",
     data: Annotated[Path | None, typer.Option(help="The study's data set, if it moved.")] = None,
     storage: StorageOption = None,

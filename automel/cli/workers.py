@@ -36,14 +36,20 @@ def register(app: typer.Typer) -> None:
 
 def worker(
     study: Annotated[str, typer.Option("--study", help="The study to join (created by `automel search`).")],
-    storage: Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")] = None,
+    storage: Annotated[str | None, typer.Option("--storage",
+        help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")] = None,
     device: DeviceOption = "auto",
-    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Stop after finishing this many trials [default: until the study holds its target].")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="This machine's copy of the study's data set, if it lies elsewhere.")] = None,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds; a trial still training then is cut (pruned).")] = None,
-    export: Annotated[bool, typer.Option("--export/--no-export", help="Export the best trial if this worker finishes the study.")] = True,
+    trials: Annotated[int | None, typer.Option("--trials", min=1,
+        help="Stop after finishing this many trials [default: until the study holds its target].")] = None,
+    data: Annotated[Path | None, typer.Option("--data",
+        help="This machine's copy of the study's data set, if it lies elsewhere.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=1,
+        help="Stop after this many seconds; a trial still training then is cut (pruned).")] = None,
+    export: Annotated[bool, typer.Option("--export/--no-export",
+        help="Export the best trial if this worker finishes the study.")] = True,
     worker_index: Annotated[int | None, typer.Option(hidden=True, help="Set by `search --workers`.")] = None,
-    grace_period: Annotated[int, typer.Option(min=2, hidden=True, help="Seconds before a silent RUNNING trial is failed.")] = 60,
+    grace_period: Annotated[int, typer.Option(min=2, hidden=True,
+        help="Seconds before a silent RUNNING trial is failed.")] = 60,
     home: HomeOption = None,
 ) -> None:
     """Join an existing study and run its trials beside other workers (on this or other machines)."""

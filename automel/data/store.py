@@ -4,9 +4,9 @@ The cache lives under ``<home>/cache/<fingerprint>/`` where the fingerprint cove
 paths, sizes and mtimes and the storage dtype: cheap to compute, so a stale cache is noticed on every open.
 The cache also records the data set's ``content_id``, a hash of its JSON files and every feature value,
 computed once while the cache is built. It does not depend on where the data set lies or on file times,
-so a study's workers on other machines can check that their copy is the same data. Every later run and every search trial memory-maps it
-(no per-file I/O). A cache that is incomplete, the wrong size or fails its sampled checksum is
-rebuilt, never trusted; a cache is built in a temporary folder and renamed into place.
+so a study's workers on other machines can check that their copy is the same data. Every later run
+and every search trial memory-maps it (no per-file I/O). A cache that is incomplete, the wrong size or
+fails its sampled checksum is rebuilt, never trusted; a cache is built in a temporary folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -214,8 +214,8 @@ def _open_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) -
     with warnings.catch_warnings():  # read-only memmap: torch warns it is not writable; we never write
         warnings.simplefilter("ignore", UserWarning)
         features = torch.from_numpy(array)
-    return FeatureStore(dataset, key, manifest["content_id"], features, torch.from_numpy(offsets), torch.from_numpy(lengths),
-                        torch.from_numpy(labels), tuple(paths))
+    return FeatureStore(dataset, key, manifest["content_id"], features, torch.from_numpy(offsets),
+                        torch.from_numpy(lengths), torch.from_numpy(labels), tuple(paths))
 
 
 def _sampled_checksum(path: Path) -> str:

@@ -17,8 +17,9 @@ convolution module already gives the block a sense of local order; speaker ident
 depends on absolute position).
 
 Padding: attention masks padded keys (:class:`automel.layers.MaskedSelfAttention`); the convolution
-module zeroes padded frames right before the depthwise convolution, so a real frame's receptive field sees zeros past the utterance's end exactly
-as the convolution's own zero padding does for an utterance alone; BatchNorm uses running statistics
+module zeroes padded frames right before the depthwise convolution, so a real frame's receptive field
+sees zeros past the utterance's end exactly as the convolution's own zero padding does for an utterance
+alone; BatchNorm uses running statistics
 in eval and, in training, statistics over real frames only (:class:`automel.layers.MaskedBatchNorm1d`).
 
 Shapes: ``x (B, T, F)``, ``mask (B, T)`` bool, True = real frame -> ``(B, T, d_model)``; padded
@@ -170,7 +171,8 @@ class Conformer(EncoderPlugin):
             d_model=trial.suggest_categorical(cls.param("d_model"), by_scale(CPU_D_MODEL_CHOICES, D_MODEL_CHOICES)),
             nhead=trial.suggest_categorical(cls.param("nhead"), NHEAD_CHOICES),
             dim_feedforward=trial.suggest_int(cls.param("dim_feedforward"), 128, by_scale(384, 1024), log=True),
-            kernel_size=trial.suggest_categorical(cls.param("kernel_size"), by_scale(CPU_KERNEL_CHOICES, KERNEL_CHOICES)),
+            kernel_size=trial.suggest_categorical(cls.param("kernel_size"),
+                                                  by_scale(CPU_KERNEL_CHOICES, KERNEL_CHOICES)),
             num_layers=trial.suggest_int(cls.param("num_layers"), 1, by_scale(2, 4)),
             dropout=trial.suggest_float(cls.param("dropout"), 0.0, 0.3),
         )

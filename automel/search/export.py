@@ -115,13 +115,14 @@ def model_card(study: optuna.Study, trial: FrozenTrial, config: dict, valid_acc:
     dataset = config["dataset"]
     params = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(config["params"].items()))
     synthetic = " — synthetic data, not real speech" if dataset.get("kind") == "synthetic" else ""
+    chosen = config["params"]
     soft = {**versions()}
     return f"""# automel model: study `{study.study_name}`, {_what(kind, trial, members)}
 
 - Data set: `{dataset.get('name')}` [{dataset.get('kind')}]{synthetic}, fingerprint `{dataset.get('fingerprint')}`
   ({dataset.get('speakers')} speakers, {dataset.get('train_utterances')} training and
   {dataset.get('test_utterances')} test utterances), from `{dataset.get('root')}`
-- Model: encoder `{config['params']['encoder']}`, pooling `{config['params']['pooling']}`, head `{config['params']['head']}`
+- Model: encoder `{chosen['encoder']}`, pooling `{chosen['pooling']}`, head `{chosen['head']}`
 {_scores(kind, trial, config, valid_acc, members)}
 - Software: automel {soft['automel']}, torch {soft['torch']}, optuna {soft['optuna']}
 
@@ -151,7 +152,8 @@ def _scores(kind: str, trial: FrozenTrial, config: dict, valid_acc: float | None
     value = f"{trial.value:.4f}" if trial.value is not None else "none (it did not reach the last rung)"
     if kind == "trial":
         return (f"- Validation accuracy: {value} recorded by the trial, {valid_acc:.4f} re-measured from these files\n"
-                f"- Training: {trial.user_attrs.get('steps')} steps (best at step {trial.user_attrs.get('best_step')}),\n"
+                f"- Training: {trial.user_attrs.get('steps')} steps "
+                f"(best at step {trial.user_attrs.get('best_step')}),\n"
                 f"  {trial.user_attrs.get('seconds')} s, seed {trial.user_attrs.get('seed')}")
     refit = config.get("refit", {})
     lines = [f"- Comes from trial {trial.number}, whose validation accuracy was {value}."]

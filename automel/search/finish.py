@@ -93,8 +93,8 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
         result = _export(study, work, members, fitted, target, ensemble if len(members) > 1 else None,
                          device)
     marks.append(time.monotonic())
-    result.timings = {phase: round(b - a, 3) for phase, a, b in zip(("ensemble", "refit", "export"), marks[:-1], marks[1:],
-                                                                     strict=True)}
+    phases = zip(("ensemble", "refit", "export"), marks[:-1], marks[1:], strict=True)
+    result.timings = {phase: round(b - a, 3) for phase, a, b in phases}
     return result
 
 

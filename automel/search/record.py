@@ -69,7 +69,8 @@ class StudyRecord:
                    dataset=DatasetRef(str(dataset["root"]), str(dataset["name"]), str(dataset["kind"])),
                    content_id=str(attrs[CONTENT_ID]), split=dict(attrs[SPLIT]),
                    steps_per_trial=int(attrs[STEPS]), scale=str(attrs[SCALE]),
-                   engine=EngineRecord(**{k: attrs[ENGINE][k] for k in ("target", "sampler", "pruner", "seed", "keep")}))
+                   engine=EngineRecord(**{k: attrs[ENGINE][k]
+                                          for k in ("target", "sampler", "pruner", "seed", "keep")}))
 
     def write(self, study: optuna.Study) -> None:
         """Record the frozen fields on a new study (refusing any that differ on an old one), then the engine."""

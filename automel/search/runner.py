@@ -169,7 +169,8 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
     record = StudyRecord(space=space, dataset=DatasetRef(info["root"], info["name"], info["kind"]),
                          content_id=info["fingerprint"], split=work.split.to_json(work.store.paths),
                          steps_per_trial=steps, scale=scale,
-                         engine=EngineRecord(options.trials, options.sampler, options.pruner, options.seed, options.keep))
+                         engine=EngineRecord(options.trials, options.sampler, options.pruner, options.seed,
+                                             options.keep))
     record.write(study)
     study.pruner = make_pruner(options.pruner, steps)
     if options.portfolio and not study.get_trials(deepcopy=False):

@@ -63,7 +63,8 @@ def _load(url: str, name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
     except KeyError:
-        raise StudyError(f"storage {url} has no study '{name}'; start it with `automel search --study {name}`") from None
+        raise StudyError(f"storage {url} has no study '{name}'; "
+                         f"start it with `automel search --study {name}`") from None
 
 
 def study_is_done(study: optuna.Study, target: int) -> bool:

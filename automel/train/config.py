@@ -20,10 +20,10 @@ class TrainParams:
 
     ``warmup`` is the fraction of steps spent warming the learning rate up linearly before the cosine
     decay (the course used 1,000 of 70,000 steps); ``warmup_steps`` > 0 replaces it with that many steps,
-    capped at half the run (the course's warm-up whatever the run's length). ``normalize`` is the feature normalisation in front of
-    the encoder: per-dimension mean/variance of the training set (``global``), per utterance (CMVN), or
-    ``none`` (the course sample). ``specaugment`` and ``channel_aug`` are the strengths (``off``, ``light``,
-    ``strong``) of the training-batch augmentation in :mod:`automel.data.augment`.
+    capped at half the run (the course's warm-up whatever the run's length). ``normalize`` is the feature
+    normalisation in front of the encoder: per-dimension mean/variance of the training set (``global``),
+    per utterance (CMVN), or ``none`` (the course sample). ``specaugment`` and ``channel_aug`` are the
+    strengths (``off``, ``light``, ``strong``) of the training-batch augmentation in :mod:`automel.data.augment`.
     """
 
     lr: float = 1e-3

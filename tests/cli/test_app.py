@@ -22,7 +22,8 @@ def test_help_does_not_import_torch_or_optuna() -> None:
 def test_every_command_is_listed(cli: CliRunner) -> None:
     code, stdout, _ = run(cli, "--help")
     assert code == 0
-    for command in ("data", "train", "predict", "score", "search", "export", "studies", "show", "dashboard", "plugins", "worker"):
+    for command in ("data", "train", "predict", "score", "search", "export", "studies", "show", "dashboard", "plugins",
+                    "worker"):
         assert command in stdout
     code, stdout, _ = run(cli, "data", "--help")
     assert code == 0 and all(c in stdout for c in ("check", "prepare", "synth"))

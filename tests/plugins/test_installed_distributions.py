@@ -31,6 +31,7 @@ from automel.testing.plugins import FakeEncoder
 class Good(FakeEncoder):
     name = "good"
 '''
+DUP_MODULE = GOOD_MODULE.replace('"good"', '"dup"')
 
 MISFIT_MODULE = '''
 from torch import nn
@@ -56,8 +57,8 @@ DISTS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
                      {"func": "automel_func:make_encoder"}),
     "automel-misfit": ("0.1.0", {"automel_misfit": MISFIT_MODULE},
                        {"nobase": "automel_misfit:NotAPlugin", "pool-in-encoders": "automel_misfit:Pool"}),
-    "automel-dup-a": ("1.0.0", {"automel_dup_a": GOOD_MODULE.replace('"good"', '"dup"')}, {"dup": "automel_dup_a:Good"}),
-    "automel-dup-b": ("2.0.0", {"automel_dup_b": GOOD_MODULE.replace('"good"', '"dup"')}, {"dup": "automel_dup_b:Good"}),
+    "automel-dup-a": ("1.0.0", {"automel_dup_a": DUP_MODULE}, {"dup": "automel_dup_a:Good"}),
+    "automel-dup-b": ("2.0.0", {"automel_dup_b": DUP_MODULE}, {"dup": "automel_dup_b:Good"}),
     "automel-clash": ("0.1.0", {"automel_clash": GOOD_MODULE.replace('"good"', '"conformer"')},
                       {"conformer": "automel_clash:Good"}),
 }
@@ -68,7 +69,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         r"encoder plugin 'boom' from automel-boom 0\.1\.0 failed to load: RuntimeError: needs the boom toolkit"]),
     "function": (["automel-func"], [
         r"encoder plugin 'func' from automel-func 0\.2\.0 failed to load: function automel_func\.make_encoder "
-        r"is not an automel plugin class \(subclass EncoderPlugin, PoolingPlugin or HeadPlugin from automel\.plugin\)"]),
+        r"is not an automel plugin class \(subclass EncoderPlugin, PoolingPlugin or HeadPlugin "
+        r"from automel\.plugin\)"]),
     "not-a-plugin-class": (["automel-misfit"], [
         r"encoder plugin 'nobase' from automel-misfit 0\.1\.0 failed to load: class automel_misfit\.NotAPlugin "
         r"is not an automel plugin class \(subclass EncoderPlugin, PoolingPlugin or HeadPlugin from automel\.plugin\)",

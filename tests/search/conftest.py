@@ -40,13 +40,15 @@ def _as_server_user(command: list[str]) -> list[str]:
 def _run(command: list[str]) -> None:
     done = subprocess.run(_as_server_user(command), capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
+        output = done.stderr.strip() or done.stdout.strip()
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {output}")
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """``postgresql+psycopg://`` URL of a fresh, throw-away server and database."""
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver is the 'postgres' extra: pip install 'automel[postgres]'")
+    pytest.importorskip("psycopg",
+                        reason="the PostgreSQL driver is the 'postgres' extra: pip install 'automel[postgres]'")
     bindir = _server_bin()
     if bindir is None:
         message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql)"

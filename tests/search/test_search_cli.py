@@ -123,7 +123,8 @@ def test_search_on_small_synthetic_corpus(cli: CliRunner, tmp_path: Path, isolat
     study = load(isolated_home, names[0])
     store = artifact_store(isolated_home / names[0] / "artifacts")
     kept = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if has_weights(store, t)]
-    best_two = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -(t.value or 0))[:2]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best_two = sorted(complete, key=lambda t: -(t.value or 0))[:2]
     assert sorted(kept) == sorted(t.number for t in best_two)
 
 

@@ -160,8 +160,9 @@ def test_deterministic_mode_is_scoped_to_the_run(work: Workspace) -> None:
     def once() -> dict[str, torch.Tensor]:
         torch.manual_seed(5)
         model = MeanLinear(40, 10)
-        fit(model, work.store, work.split, TrainParams(), RunSettings(steps=10, valid_every=5, seed=5,
-            deterministic=True), torch.device("cpu"), [lambda s, m: seen.append(torch.are_deterministic_algorithms_enabled())])
+        settings = RunSettings(steps=10, valid_every=5, seed=5, deterministic=True)
+        fit(model, work.store, work.split, TrainParams(), settings, torch.device("cpu"),
+            [lambda s, m: seen.append(torch.are_deterministic_algorithms_enabled())])
         return model.state_dict()
 
     assert not torch.are_deterministic_algorithms_enabled()
