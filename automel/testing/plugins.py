@@ -28,7 +28,7 @@ Shapes as in :mod:`automel.plugin`: encoders ``x (B, T, D), mask (B, T) -> (B, T
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 import torch
@@ -63,6 +63,16 @@ __all__ = [
 @dataclass(frozen=True)
 class NoConfig:
     """A plugin without parameters."""
+
+
+class Parameterless:
+    """Mixin for plugins without parameters: an empty config and an empty search space."""
+
+    config_cls: ClassVar[type] = NoConfig
+
+    @classmethod
+    def suggest(cls, trial: optuna.trial.BaseTrial) -> NoConfig:
+        return NoConfig()
 
 
 @dataclass(frozen=True)
@@ -105,15 +115,10 @@ class FakeEncoder(EncoderPlugin):
         return MaskedLinear(in_dim, config.width)
 
 
-class FakeHead(HeadPlugin):
+class FakeHead(Parameterless, HeadPlugin):
     """A minimal valid head: ``embedding (B, in_dim) -> logits (B, num_classes)``, labels ignored."""
 
     name = "fake"
-    config_cls = NoConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> NoConfig:
-        return NoConfig()
 
     @classmethod
     def build(cls, config: Any, in_dim: int, num_classes: int) -> nn.Module:
@@ -177,15 +182,10 @@ class BrokenSpaceEncoder(FakeEncoder):
         raise ValueError("no space today")
 
 
-class NoOutDimEncoder(EncoderPlugin):
+class NoOutDimEncoder(Parameterless, EncoderPlugin):
     """Builds an ``nn.Identity``: no ``out_dim``, so the next plugin's input size is unknown."""
 
     name = "no-out-dim"
-    config_cls = NoConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> NoConfig:
-        return NoConfig()
 
     @classmethod
     def build(cls, config: Any, in_dim: int) -> nn.Module:
@@ -203,15 +203,10 @@ class LyingMean(nn.Module):
         return torch.cat([x.mean(1), x.mean(1)], dim=-1)
 
 
-class LyingPooling(PoolingPlugin):
+class LyingPooling(Parameterless, PoolingPlugin):
     """Its module's output is twice as wide as its ``out_dim`` says."""
 
     name = "lying"
-    config_cls = NoConfig
-
-    @classmethod
-    def suggest(cls, trial: optuna.trial.BaseTrial) -> NoConfig:
-        return NoConfig()
 
     @classmethod
     def build(cls, config: Any, in_dim: int) -> nn.Module:
