@@ -112,8 +112,10 @@ def search(
     root, where = resolve_data(data, home), resolve_home(home)
     quiet_optuna()
     warn_plugin_failures()
-    planner = step_planner(clock, select_device(device), default_registry())
-    opened = open_search(root, where, options, plan_steps=planner)  # bad options and mismatched studies fail here
+    registry = default_registry()  # one registry for the whole search: calibration, space and trials
+    planner = step_planner(clock, select_device(device), registry)
+    # Bad options and mismatched studies fail here.
+    opened = open_search(root, where, options, plan_steps=planner, registry=registry)
     deadline = clock.search_deadline()
     view = search_view(trials, clock.elapsed)  # the live view on a terminal, else one plain line per trial
     if workers > 1:

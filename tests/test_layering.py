@@ -1,0 +1,106 @@
+"""The package's layering, checked from the source: no import cycles, and no import that runs back up.
+
+Layers, lowest first (a module may import its own layer and the ones below, never one above):
+
+0. ``errors``, ``home``, the package itself;
+1. ``plugin`` (the contract), ``layers`` (the building blocks);
+2. the built-in plugins (``encoders``, ``pooling``, ``heads``) and ``normalize``;
+3. ``registry``, ``model``, ``presets``, ``plugin_info``, ``data``, ``testing``;
+4. the training loop (``train.config``, ``train.device``, ``train.loop``);
+5. a run and its files: ``train.run``, ``runs``, ``ensemble``, ``score``;
+6. ``search``;
+7. ``cli``, then ``__main__``.
+
+Imports under ``if TYPE_CHECKING:`` are for annotations only and do not count. Imports inside functions
+do count for the direction (a lazy import that runs back up is still a dependency that runs back up), but
+not for cycles: deferring an import is the accepted way to let two modules of one layer refer to each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "automel"
+LAYERS: list[tuple[str, int]] = [
+    ("errors", 0), ("home", 0), ("plugin", 1), ("layers", 1),
+    ("encoders", 2), ("pooling", 2), ("heads", 2), ("normalize", 2),
+    ("registry", 3), ("model", 3), ("presets", 3), ("plugin_info", 3), ("data", 3), ("testing", 3),
+    ("train.run", 5), ("train", 4), ("runs", 5), ("ensemble", 5), ("score", 5),
+    ("search", 6), ("cli", 7), ("__main__", 8),
+]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("automel", *path.relative_to(PACKAGE).with_suffix("").parts)
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _layer(module: str) -> int:
+    if module == "automel":
+        return 0
+    name = module.removeprefix("automel.")
+    for prefix, layer in LAYERS:
+        if name == prefix or name.startswith(prefix + "."):
+            return layer
+    raise AssertionError(f"{module} has no layer: add it to LAYERS in {__file__}")
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    """The automel modules ``path`` imports at run time (``from a import b`` counts ``a`` and ``a.b``)."""
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif not top_level_only or isinstance(node, ast.If | ast.Try | ast.With):
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    children = getattr(node, field, None)
+                    if isinstance(children, list):
+                        visit([c for c in children if isinstance(c, ast.stmt)]
+                              + [s for h in children if isinstance(h, ast.ExceptHandler) for s in h.body])
+
+    visit(ast.parse(path.read_text()).body)
+    return {name for name in found if name in MODULES}
+
+
+def test_no_import_cycles_at_module_level() -> None:
+    # A package importing its own submodules (``from automel.cli import data``) is no cycle.
+    graph = {module: _imports(path, top_level_only=True) - {module} for module, path in MODULES.items()}
+    visiting, done, cycles = [], set(), []
+
+    def walk(module: str) -> None:
+        visiting.append(module)
+        for target in sorted(graph[module]):
+            if target in visiting:
+                cycles.append(" -> ".join([*visiting[visiting.index(target):], target]))
+            elif target not in done:
+                walk(target)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            walk(module)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_import_runs_back_up(module: str) -> None:
+    upward = [f"{target} (layer {_layer(target)})" for target in sorted(_imports(MODULES[module], top_level_only=False))
+              if _layer(target) > _layer(module)]
+    assert not upward, f"{module} (layer {_layer(module)}) imports from a higher layer: {', '.join(upward)}"
