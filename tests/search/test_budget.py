@@ -14,6 +14,9 @@ from automel.search.budget import CHANCE_TRIALS, MIN_TIME_LIMIT_S, parse_duratio
 from automel.search.study import default_storage, open_storage
 from tests.conftest import run
 
+# Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
+
 FAST = ["--encoders", "transformer", "--poolings", "mean,attentive-stats", "--heads", "softmax,am-softmax",
         "--device", "cpu"]
 

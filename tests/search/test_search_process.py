@@ -14,9 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from automel.search.study import default_storage, open_storage
+
+# Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
 
 SEARCH = ["search", "--study", "proc", "--steps-per-trial", "400", "--encoders", "transformer", "--poolings", "mean",
           "--heads", "softmax", "--device", "cpu", "--pruner", "none", "--grace-period", "3", "--no-refit",

@@ -17,6 +17,9 @@ from automel.search.parallel import plan_devices, threads_per_worker
 from automel.search.runner import covered_ahead, is_surplus, state_counts
 from automel.search.study import open_storage
 
+# Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
+
 
 def test_journal_url_opens_a_heartbeat_journal(tmp_path: Path) -> None:
     storage = open_storage(f"journal:{tmp_path / 'sub' / 's.log'}", grace_period=6)

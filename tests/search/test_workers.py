@@ -25,6 +25,9 @@ from optuna.trial import TrialState
 from automel.search.runner import is_surplus
 from automel.search.study import open_storage
 
+# Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
+
 FAST = ["--steps-per-trial", "20", "--encoders", "transformer", "--poolings", "mean", "--heads", "softmax",
         "--device", "cpu", "--pruner", "none", "--grace-period", "6", "--no-refit", "--quality", "fast"]
 
