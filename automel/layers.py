@@ -8,7 +8,7 @@ Shapes: ``B`` batch, ``T`` frames, ``C``/``D`` channels; ``mask (B, T)`` bool, T
   set to ``value``. Use it before anything that reads neighbouring frames (a convolution with kernel
   > 1), so a real frame near the end sees zeros, as an utterance alone sees the convolution's own
   zero padding; and on the output, so padded output frames are zero. For channels-first
-  ``(B, C, T)`` use ``x.masked_fill(~mask.unsqueeze(1), 0.0)``.
+  ``(B, C, T)`` use :func:`masked_fill_channels`.
 - :func:`masked_mean` ``(x (B, T, D), mask (B, T)) -> (B, D)``: the mean over real frames (pooling,
   squeeze-excitation, ...). Padded values, even inf/NaN, are ignored.
 - :class:`MaskedBatchNorm1d` ``forward(x (B, C, T), mask (B, T) | None) -> (B, C, T)``: a drop-in
@@ -39,20 +39,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MaskedBatchNorm1d", "MaskedSelfAttention", "has_padding", "masked_fill_padding", "masked_mean",
-           "unpadded"]
+__all__ = ["MaskedBatchNorm1d", "MaskedSelfAttention", "always_masked", "has_padding", "masked_fill_channels",
+           "masked_fill_padding", "masked_mean", "unpadded"]
 
 # The mask object of the batch being run when the host knows it has no padded frame (see `unpadded`).
 _UNPADDED_MASK: ContextVar[Tensor | None] = ContextVar("automel_unpadded_mask", default=None)
+# Set while a model is traced for export (see `always_masked`): every mask counts as padded.
+_ALWAYS_MASKED: ContextVar[bool] = ContextVar("automel_always_masked", default=False)
 
 
 def masked_fill_padding(x: Tensor, mask: Tensor, value: float = 0.0) -> Tensor:
-    """Set padded frames of ``x (B, T, D)`` to ``value`` so that convolutions never see them."""
+    """Set padded frames of ``x (B, T, D)`` to ``value`` so that convolutions never see them.
+
+    A batch without padding (:func:`has_padding`) comes back as it is: no copy, no kernel.
+    """
+    if not has_padding(mask):
+        return x
     return x.masked_fill(~mask.unsqueeze(-1), value)
+
+
+def masked_fill_channels(x: Tensor, mask: Tensor, value: float = 0.0) -> Tensor:
+    """:func:`masked_fill_padding` for channels-first ``x (B, C, T)`` (1-D convolutions' layout)."""
+    if not has_padding(mask):
+        return x
+    return x.masked_fill(~mask.unsqueeze(1), value)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over real frames: ``(B, T, D), (B, T) -> (B, D)``; padded values (even inf/NaN) are ignored."""
+    if not has_padding(mask):
+        return x.mean(dim=1)
     count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
     return masked_fill_padding(x, mask).sum(dim=1) / count
 
@@ -75,13 +91,33 @@ def unpadded(mask: Tensor, known_unpadded: bool = True) -> Iterator[None]:
         _UNPADDED_MASK.reset(token)
 
 
+@contextmanager
+def always_masked() -> Iterator[None]:
+    """Within the block, :func:`has_padding` answers True for every mask without looking.
+
+    For tracing a model into a file (ONNX, TorchScript; :mod:`automel.exporting`): a trace records one
+    path through the code, so the answer for the example batch would be frozen into the file. The masked
+    path is exact for every batch, padded or not, so that is the one to record.
+    """
+    token = _ALWAYS_MASKED.set(True)
+    try:
+        yield
+    finally:
+        _ALWAYS_MASKED.reset(token)
+
+
 def has_padding(mask: Tensor | None) -> bool:
     """Whether ``mask (B, T)`` marks any padded frame, answered without waiting for an accelerator.
 
     ``None``, or the mask vouched for by :func:`unpadded`: no. A CPU mask: looked at. Any other
     device: yes, since looking would synchronise with the device (the masked path is exact anyway).
+    Within :func:`always_masked`: yes, for any mask.
     """
-    if mask is None or _UNPADDED_MASK.get() is mask:
+    if mask is None:
+        return False
+    if _ALWAYS_MASKED.get():
+        return True
+    if _UNPADDED_MASK.get() is mask:
         return False
     if mask.device.type == "cpu":
         return not bool(mask.all())

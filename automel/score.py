@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from automel.data.layout import read_answers
 from automel.errors import DataError
+
+HEADER = ["Id", "Category"]
 
 
 @dataclass(frozen=True)
@@ -19,10 +22,52 @@ class Score:
         return self.correct / self.total if self.total else 0.0
 
 
+def read_submission(path: Path) -> dict[str, str]:
+    """``{Id: Category}`` of an ``Id,Category`` CSV (a submission or an answer key); :class:`DataError` naming it.
+
+    Read as ``data prepare --manifest`` reads a manifest: UTF-8 with or without a byte-order mark, cells
+    stripped, blank lines (a trailing one, as editors add) skipped.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not an Id,Category CSV file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:  # no permission, a device
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    reader = csv.reader(io.StringIO(text))
+    result: dict[str, str] = {}
+    header_seen = False
+    try:
+        for row in reader:
+            cells = [cell.strip() for cell in row]
+            if not any(cells):
+                continue
+            if not header_seen:
+                if cells != HEADER:
+                    raise DataError(f"{path}: header must be 'Id,Category'")
+                header_seen = True
+                continue
+            if len(cells) != 2:
+                raise DataError(f"{path}: line {reader.line_num} does not have two fields")
+            if cells[0] in result:
+                raise DataError(f"{path}: line {reader.line_num}: duplicate Id {cells[0]}")
+            result[cells[0]] = cells[1]
+    except csv.Error as exc:  # a field over the size limit
+        raise DataError(f"{path}: line {reader.line_num} is not CSV ({exc})") from None
+    if not header_seen:
+        raise DataError(f"{path}: is empty; expected the header 'Id,Category' and one line per Id")
+    return result
+
+
 def score_submission(submission: Path, answers: Path) -> Score:
     """Accuracy of ``submission``; every Id of the key must be answered exactly once, and nothing else."""
-    predicted = read_answers(submission)
-    truth = read_answers(answers)
+    predicted = read_submission(submission)
+    truth = read_submission(answers)
     missing = sorted(set(truth) - set(predicted))
     if missing:
         raise DataError(f"{submission}: {len(missing)} Id(s) of the answer key are missing, e.g. {missing[0]}")

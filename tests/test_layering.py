@@ -5,10 +5,10 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
 0. ``errors``, ``home``, the package itself;
 1. ``plugin`` (the contract), ``layers`` (the building blocks);
 2. the built-in plugins (``encoders``, ``pooling``, ``heads``) and ``normalize``;
-3. ``registry``, ``model``, ``presets``, ``plugin_info``, ``data``, ``testing``;
+3. ``registry``, ``model``, ``presets``, ``plugin_info``, ``data``, ``testing``, ``exporting``;
 4. the training loop (``train.config``, ``train.device``, ``train.loop``);
-5. a run and its files: ``train.run``, ``runs``, ``ensemble``, ``score``;
-6. ``search``;
+5. a run and its files: ``train.run``, ``runs``, ``ensemble``, ``score``, ``inference``, ``verification``;
+6. ``search``, ``report``;
 7. ``cli``, then ``__main__``.
 
 Imports under ``if TYPE_CHECKING:`` are for annotations only and do not count. Imports inside functions
@@ -28,7 +28,10 @@ LAYERS: list[tuple[str, int]] = [
     ("errors", 0), ("home", 0), ("plugin", 1), ("layers", 1),
     ("encoders", 2), ("pooling", 2), ("heads", 2), ("normalize", 2),
     ("registry", 3), ("model", 3), ("presets", 3), ("plugin_info", 3), ("data", 3), ("testing", 3),
-    ("train.run", 5), ("train", 4), ("runs", 5), ("ensemble", 5), ("score", 5),
+    ("exporting", 3),
+    ("train.run", 5), ("train", 4), ("runs", 5), ("ensemble", 5), ("score", 5), ("inference", 5),
+    ("verification", 5),
+    ("report", 6),
     ("search", 6), ("cli", 7), ("__main__", 8),
 ]
 

@@ -21,7 +21,7 @@ from automel.cli._common import (
     resolve_data,
     warn_plugin_failures,
 )
-from automel.errors import ConfigError
+from automel.errors import ConfigError, DataError
 
 
 def register(app: typer.Typer) -> None:
@@ -89,6 +89,8 @@ def _load_params(preset: str | None, config: Path | None) -> dict[str, Any]:
             raise ConfigError(f"{config}: file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{config}: not valid JSON ({exc})") from None
+        except OSError as exc:  # a folder, no permission
+            raise ConfigError(f"{config}: cannot read ({exc.strerror or exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{config}: must hold a JSON object of parameters")
         params.update(data.get("params", data) if data.get("format") else data)
@@ -100,27 +102,59 @@ def predict(
     data: Annotated[Path | None, typer.Option(
         help="Data set whose testdata.json to predict [default: the run's].")] = None,
     out: Annotated[Path, typer.Option(help="Submission file to write.")] = Path("output.csv"),
+    allow_unknown_speakers: Annotated[bool, typer.Option("--allow-unknown-speakers",
+        help="Predict even when the data set's speakers differ from the model's (labels are the model's).")] = False,
     device: DeviceOption = "auto",
     home: HomeOption = None,
 ) -> None:
     """Write an HW4 submission (Id,Category) for a data set's test utterances."""
+    from automel.data.layout import read_dataset
     from automel.data.store import open_store
     from automel.home import resolve_home
     from automel.runs import check_compatible, load_run, write_submission_rows
     from automel.train.device import select_device
     from automel.train.run import test_submission
 
+    _check_submission_target(out)  # before the model is loaded or a cache built
     model, record = load_run(run_dir)
     root = data or Path(record.dataset.get("root", ""))
     if data is None and not root.is_dir():
         raise ConfigError(f"{run_dir}: its data set {root} is gone; pass --data")
+    differ, detail = _speaker_difference(record.speakers, read_dataset(root).speakers)
+    if differ and not allow_unknown_speakers:
+        raise DataError(f"{root}: {differ} speakers differ from the model's in {run_dir} ({detail}); "
+                        "pass --allow-unknown-speakers to predict with the model's speakers anyway")
+    if differ:
+        err_console.print(f"[yellow]warning:[/] {differ} speakers differ between {escape(str(root))} and the model "
+                          f"({escape(detail)}); predictions name the model's {len(record.speakers)} speakers only",
+                          highlight=False, soft_wrap=True)
     store = open_store(root, resolve_home(home))
     check_compatible(record, store.n_mels, root)
     if not store.dataset.test:
         raise ConfigError(f"{root}: has no test utterances (testdata.json) to predict")
     rows = test_submission(model, store, record.speakers, select_device(device))
-    write_submission_rows(out, rows)
+    try:
+        write_submission_rows(out, rows)  # atomic: a failed write leaves nothing behind
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the submission ({exc.strerror or exc})") from None
     console.print(f"wrote {out} ({len(rows)} predictions)", highlight=False)
+
+
+def _check_submission_target(out: Path) -> None:
+    """``--out`` must name a file (new or to replace) in an existing folder; :class:`ConfigError` otherwise."""
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give --out a file name, such as {out / 'output.csv'}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out}: folder {out.parent} does not exist; create it first or choose another --out")
+
+
+def _speaker_difference(model: tuple[str, ...], data: tuple[str, ...]) -> tuple[int, str]:
+    """How many speakers are in only one of the two sets, and which, in words (``0, ""`` when they agree)."""
+    unknown = sorted(set(data) - set(model))
+    absent = sorted(set(model) - set(data))
+    parts = [f"{len(names)} only in the {where}, e.g. {names[0]}"
+             for names, where in ((unknown, "data set"), (absent, "model")) if names]
+    return len(unknown) + len(absent), "; ".join(parts)
 
 
 def score(

@@ -34,7 +34,7 @@ from typing import Any
 import optuna
 from torch import Tensor, nn
 
-from automel.layers import MaskedBatchNorm1d, MaskedSelfAttention, masked_fill_padding
+from automel.layers import MaskedBatchNorm1d, MaskedSelfAttention, masked_fill_channels, masked_fill_padding
 from automel.plugin import EncoderPlugin, by_scale
 
 __all__ = ["Conformer", "ConformerBlock", "ConformerConfig", "ConformerEncoder"]
@@ -118,7 +118,7 @@ class ConvModule(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.glu(self.pointwise1(self.norm(x).transpose(1, 2)))  # (B, D, T)
         # The only place where one frame reads its neighbours' values: padding must be zero here.
-        h = h.masked_fill(~mask.unsqueeze(1), 0.0)
+        h = masked_fill_channels(h, mask)
         h = self.activation(self.batch_norm(self.depthwise(h), mask))
         return self.dropout(self.pointwise2(h)).transpose(1, 2)
 

@@ -36,7 +36,7 @@ import optuna
 import torch
 from torch import Tensor, nn
 
-from automel.layers import MaskedBatchNorm1d, masked_fill_padding
+from automel.layers import MaskedBatchNorm1d, masked_fill_channels, masked_fill_padding
 from automel.plugin import EncoderPlugin, by_scale
 
 __all__ = ["Tdnn", "TdnnConfig", "TdnnEncoder", "TdnnLayer"]
@@ -87,7 +87,7 @@ class TdnnLayer(nn.Module):
         if self.reads_neighbours:
             # masked_fill, not multiplication: padded values may be inf/NaN (and after a BatchNorm they
             # hold its bias, not zero).
-            x = x.masked_fill(~mask.unsqueeze(1), 0.0)
+            x = masked_fill_channels(x, mask)
         return self.dropout(self.norm(torch.relu(self.conv(x)), mask))
 
 

@@ -49,7 +49,7 @@ def attention_weights(scores: Tensor, mask: Tensor) -> Tensor:
     Padded frames get ``-inf`` before the softmax, i.e. exactly zero weight, so the weights of an
     utterance's real frames are the same whatever it was padded to.
     """
-    return scores.masked_fill(~mask.unsqueeze(-1), float("-inf")).softmax(dim=1)
+    return masked_fill_padding(scores, mask, float("-inf")).softmax(dim=1)
 
 
 class SelfAttentivePool(nn.Module):

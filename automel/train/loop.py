@@ -82,9 +82,10 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
     model.to(device)
     store = store.on(device)
     step_fn = torch.compile(model) if settings.compile else model
-    # Fused AdamW on CUDA: one kernel for the whole update instead of a handful per parameter group.
+    # Fused AdamW: one kernel for the whole update instead of a handful per parameter; on a CPU the step
+    # takes a third of the time of the default loop over parameters (bench/fastpath_ab.py).
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay,
-                                  fused=True if device.type == "cuda" else None)
+                                  fused=True if device.type in ("cpu", "cuda") else None)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(settings.steps, params.warmup_for(settings.steps)))
     amp_dtype = autocast_dtype(device, settings.amp)

@@ -40,7 +40,7 @@ import optuna
 import torch
 from torch import Tensor, nn
 
-from automel.layers import MaskedBatchNorm1d, masked_fill_padding, masked_mean
+from automel.layers import MaskedBatchNorm1d, masked_fill_channels, masked_fill_padding, masked_mean
 from automel.plugin import EncoderPlugin, by_scale
 
 __all__ = ["EcapaTdnn", "EcapaTdnnConfig", "EcapaTdnnEncoder", "Res2Conv", "SERes2Block", "SqueezeExcitation"]
@@ -89,11 +89,6 @@ class EcapaTdnnConfig:
             )
 
 
-def _zero_padding(x: Tensor, mask: Tensor) -> Tensor:
-    """``x (B, C, T)`` with padded frames set to 0 (``masked_fill``: 0 * inf/NaN would still be NaN)."""
-    return x.masked_fill(~mask.unsqueeze(1), 0.0)
-
-
 class ConvReluBn(nn.Module):
     """The paper's "Conv1D + ReLU + BN" unit, "same" padding: ``(B, C_in, T), (B, T) -> (B, C_out, T)``."""
 
@@ -108,7 +103,7 @@ class ConvReluBn(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         if self.reads_neighbours:
-            x = _zero_padding(x, mask)
+            x = masked_fill_channels(x, mask)  # masked_fill: 0 * inf/NaN would still be NaN
         return self.norm(torch.relu(self.conv(x)), mask)
 
 

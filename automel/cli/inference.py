@@ -1,0 +1,110 @@
+"""``automel embed``, ``verify`` and ``predict-audio``: a trained model used on audio, feature files and data sets.
+
+Thin commands over :mod:`automel.inference` and :mod:`automel.verification`: they check the options, call
+the library and print one line of result. Every output is written to a temporary file and renamed, so an
+error (a missing file, audio that cannot be decoded, a broken model directory) leaves no partial output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from automel.cli._common import DeviceOption, console, handle_errors
+
+ModelArgument = Annotated[Path, typer.Argument(
+    help="A run directory or an export (model.safetensors + config.json).", show_default=False)]
+InputsArgument = Annotated[list[Path], typer.Argument(
+    help="Audio files (wav, flac, ogg; any sample rate), .pt feature files, folders of audio, or HW4 data sets.",
+    show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(handle_errors(embed))
+    app.command("verify")(handle_errors(verify))
+    app.command("predict-audio")(handle_errors(predict_audio))
+
+
+def embed(
+    model: ModelArgument,
+    inputs: InputsArgument,
+    out: Annotated[Path, typer.Option(
+        help="FILE.npy (ids one a line in FILE.ids.txt) or FILE.safetensors (tensor 'embeddings', "
+             "ids in its metadata).", show_default=False)],
+    device: DeviceOption = "auto",
+) -> None:
+    """Write L2-normalised speaker embeddings (the head's embedding layer) of utterances.
+
+    An HW4 data set gives all its utterances, with their feature file names as ids; any other input keeps
+    its path (as given) as id.
+    """
+    from automel.inference import SpeakerInference, collect_inputs, embedding_format, write_embeddings
+    from automel.train.device import select_device
+
+    embedding_format(out)  # a wrong suffix is refused before any work
+    items = collect_inputs(inputs)
+    inference = SpeakerInference.load(model, select_device(device))
+    vectors = inference.embed(items)
+    written = write_embeddings(out, [item.id for item in items], vectors, {"model": str(model)})
+    console.print(f"wrote {len(items)} embeddings of dimension {vectors.shape[1]} → "
+                  f"{', '.join(str(p) for p in written)}", highlight=False)
+
+
+def verify(
+    model: ModelArgument,
+    trials: Annotated[Path, typer.Argument(
+        help="Trial list, one 'label path1 path2' (1 same speaker, 0 different) or 'path1 path2' a line; "
+             "paths relative to the list's folder.", show_default=False)],
+    scores: Annotated[Path | None, typer.Option(
+        help="Write each trial's line with its cosine score appended.")] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Score a trial list by cosine similarity; with labels, report EER and minDCF (p_target 0.01).
+
+    Without labels and without --scores, the scored lines are printed to stdout.
+    """
+    from automel.inference import SpeakerInference
+    from automel.train.device import select_device
+    from automel.verification import P_TARGET, read_trials, write_scores
+    from automel.verification import verify as verify_trials
+
+    trial_list = read_trials(trials)  # every file it names must exist before any work
+    inference = SpeakerInference.load(model, select_device(device))
+    result = verify_trials(inference, trial_list)
+    if scores is not None:
+        write_scores(scores, trial_list, result.scores)
+    if result.eer is not None and result.min_dcf is not None:
+        count = len(trial_list.trials)
+        console.print(f"EER {result.eer:.2%} (threshold {result.eer_threshold:.4f}), "
+                      f"minDCF(p_target={P_TARGET:g}) {result.min_dcf:.4f} on {count} trials "
+                      f"({result.targets} same-speaker, {count - result.targets} different)", highlight=False)
+    elif scores is None:
+        for trial, value in zip(trial_list.trials, result.scores, strict=True):
+            console.file.write(f"{' '.join(trial.fields)} {value:.6f}\n")
+        console.file.flush()
+    if scores is not None:
+        console.print(f"wrote {len(trial_list.trials)} scores → {scores}", highlight=False)
+
+
+def predict_audio(
+    model_dir: ModelArgument,
+    inputs: InputsArgument,
+    out: Annotated[Path, typer.Option(
+        help="CSV to write: Id,Category,Probability (top-1), then Category2,Probability2, ... up to --top-k.")]
+        = Path("output.csv"),
+    top_k: Annotated[int, typer.Option("--top-k", min=1,
+        help="How many speakers to list per utterance (at most the model's speakers).")] = 1,
+    device: DeviceOption = "auto",
+) -> None:
+    """Predict the speakers of audio files (or .pt features) with the front end the model was trained with."""
+    from automel.inference import SpeakerInference, collect_inputs, write_predictions
+    from automel.train.device import select_device
+
+    items = collect_inputs(inputs)
+    inference = SpeakerInference.load(model_dir, select_device(device))
+    predictions = inference.predict(items, top_k)
+    write_predictions(out, predictions)
+    console.print(f"wrote {out} ({len(predictions)} predictions, top {min(top_k, len(inference.speakers))})",
+                  highlight=False)
