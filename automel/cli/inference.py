@@ -24,7 +24,7 @@ InputsArgument = Annotated[list[Path], typer.Argument(
 def register(app: typer.Typer) -> None:
     app.command("embed")(handle_errors(embed))
     app.command("verify")(handle_errors(verify))
-    app.command("predict-audio")(handle_errors(predict_audio))
+    app.command("predict-audio", hidden=True)(handle_errors(predict_audio))  # `automel predict MODEL FILES`
 
 
 def embed(

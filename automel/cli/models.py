@@ -99,15 +99,31 @@ def _load_params(preset: str | None, config: Path | None) -> dict[str, Any]:
 
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory or an export.")],
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        help="Audio files or folders (wav, flac, ogg; any rate) or .pt features to predict, instead of a data "
+             "set's test utterances.", show_default=False)] = None,
     data: Annotated[Path | None, typer.Option(
         help="Data set whose testdata.json to predict [default: the run's].")] = None,
     out: Annotated[Path, typer.Option(help="Submission file to write.")] = Path("output.csv"),
+    top_k: Annotated[int, typer.Option("--top-k", min=1,
+        help="With INPUTS: how many speakers (and probabilities) to list per file.")] = 1,
     allow_unknown_speakers: Annotated[bool, typer.Option("--allow-unknown-speakers",
         help="Predict even when the data set's speakers differ from the model's (labels are the model's).")] = False,
     device: DeviceOption = "auto",
     home: HomeOption = None,
 ) -> None:
-    """Write an HW4 submission (Id,Category) for a data set's test utterances."""
+    """Write an HW4 submission (Id,Category) for a data set's test utterances, or predict audio files.
+
+    With INPUTS the model's own front end (recorded in config.json) turns audio into features, and the CSV
+    lists the top-k speakers with their probabilities.
+    """
+    if inputs:
+        if data is not None:
+            raise ConfigError("give either INPUTS (audio files) or --data (a data set's test utterances), not both")
+        from automel.cli.inference import predict_audio
+
+        predict_audio(run_dir, inputs, out, top_k, device)
+        return
     from automel.data.layout import read_dataset
     from automel.data.store import open_store
     from automel.home import resolve_home

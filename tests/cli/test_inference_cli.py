@@ -1,4 +1,4 @@
-"""``automel embed``, ``verify`` and ``predict-audio`` as a user drives them, on real speech.
+"""``automel embed``, ``verify`` and ``predict`` on audio files as a user drives them, on real speech.
 
 One small model is trained once for the module (``data prepare`` + ``train``, about half a minute on one
 core): six LibriSpeech test-other speakers and the six FSDD speakers. Verification trials come from
@@ -185,7 +185,7 @@ def test_predict_audio_recognises_held_out_utterances_of_training_speakers(speec
                                                                            tmp_path: Path) -> None:
     files = [f for fs in speech.held_out.values() for f in fs]
     out = tmp_path / "predictions.csv"
-    code, stdout, stderr = run(cli, "predict-audio", speech.trained, *files, "--out", out, "--top-k", 3,
+    code, stdout, stderr = run(cli, "predict", speech.trained, *files, "--out", out, "--top-k", 3,
                                "--device", "cpu")
     assert code == 0, stderr
     assert f"({len(files)} predictions, top 3)" in stdout
@@ -194,7 +194,7 @@ def test_predict_audio_recognises_held_out_utterances_of_training_speakers(speec
     assert list(rows[0]) == ["Id", "Category", "Probability", "Category2", "Probability2", "Category3", "Probability3"]
     truth = {str(f): speaker for speaker, fs in speech.held_out.items() for f in fs}
     correct = [row["Id"] for row in rows if row["Category"] == truth[row["Id"]]]
-    print(f"\npredict-audio: {len(correct)}/{len(rows)} held-out LibriSpeech utterances top-1 correct")
+    print(f"\npredict (audio): {len(correct)}/{len(rows)} held-out LibriSpeech utterances top-1 correct")
     assert [row["Id"] for row in rows] == [str(f) for f in files]
     assert len(correct) >= len(rows) - 1  # a 7.7 s utterance of a training speaker, on 12 speakers
     for row in rows:
@@ -246,7 +246,7 @@ def small(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_undecodable_audio(cli: CliRunner, tmp_path: Path, small: tuple[Path, Path, Path]) -> None:
     model, good, bad = small
     for args in (["embed", model, good, bad, "--out", tmp_path / "out.npy"],
-                 ["predict-audio", model, good, bad, "--out", tmp_path / "out.csv"]):
+                 ["predict", model, good, bad, "--out", tmp_path / "out.csv"]):
         message = _fail(cli, *args, "--device", "cpu")
         assert f"{bad}: cannot decode audio" in message
     trials = tmp_path / "trials.txt"
@@ -308,7 +308,7 @@ def test_broken_model_directory(cli: CliRunner, tmp_path: Path, small: tuple[Pat
     trials = tmp_path / "trials.txt"
     trials.write_text("1 good.wav good.wav\n0 good.wav good.wav\n")
     for args in (["embed", model, good, "--out", tmp_path / "out.npy"],
-                 ["predict-audio", model, good, "--out", tmp_path / "out.csv"],
+                 ["predict", model, good, "--out", tmp_path / "out.csv"],
                  ["verify", model, trials, "--scores", tmp_path / "out.txt"]):
         assert expected in _fail(cli, *args, "--device", "cpu")
     assert _outputs(tmp_path) == []
@@ -318,13 +318,13 @@ def test_model_trained_on_hw4_features_refuses_audio(cli: CliRunner, tmp_path: P
                                                      small: tuple[Path, Path, Path]) -> None:
     _, good, _ = small
     hw4 = make_run(tmp_path / "hw4-model", dataset={"kind": "hw4", "features": {}})  # as train writes for HW4 data
-    message = _fail(cli, "predict-audio", hw4, good, "--out", tmp_path / "out.csv", "--device", "cpu")
+    message = _fail(cli, "predict", hw4, good, "--out", tmp_path / "out.csv", "--device", "cpu")
     assert message.startswith(f"error: {hw4}: was trained on hw4 features whose audio front end is unknown")
     assert _outputs(tmp_path) == []
     # its own kind of input still works: .pt features
     pt = tmp_path / "u.pt"
     torch.save(torch.randn(50, 40) + 15, pt)
-    code, _, stderr = run(cli, "predict-audio", hw4, pt, "--out", tmp_path / "out.csv", "--device", "cpu")
+    code, _, stderr = run(cli, "predict", hw4, pt, "--out", tmp_path / "out.csv", "--device", "cpu")
     assert code == 0, stderr
 
 
@@ -340,5 +340,11 @@ def test_embed_refuses_an_unknown_format_and_an_ensemble(cli: CliRunner, tmp_pat
     ensemble = write_ensemble_dir(tmp_path / "ens", [(state, record, {}), (state, read_record(model), {})], [0.5, 0.5])
     assert "no single embedding space" in _fail(cli, "embed", ensemble, good, "--out", tmp_path / "out.npy")
     assert _outputs(tmp_path) == []
-    code, _, stderr = run(cli, "predict-audio", ensemble, good, "--out", tmp_path / "out.csv", "--top-k", 2)
+    code, _, stderr = run(cli, "predict", ensemble, good, "--out", tmp_path / "out.csv", "--top-k", 2)
     assert code == 0, stderr  # an ensemble predicts from audio with its members' front end
+
+
+def test_predict_takes_audio_or_a_data_set_not_both(cli: CliRunner, tmp_path: Path) -> None:
+    code, _, stderr = run(cli, "predict", tmp_path, tmp_path / "clip.wav", "--data", tmp_path,
+                          "--out", tmp_path / "out.csv")
+    assert code == 2 and "not both" in stderr and not (tmp_path / "out.csv").exists()
