@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,postgres]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,postgres,onnx]"
 	$(BIN)/python -m pip install --quiet $(addprefix -e ,$(PLUGINS))
 	touch $@
 

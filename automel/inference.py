@@ -64,6 +64,7 @@ class InputItem:
 
     id: str
     path: Path
+    inside: Path | None = None  # a data set's folder: a symbolic link leading out of it is refused unread
 
     @property
     def is_audio(self) -> bool:
@@ -110,7 +111,7 @@ def collect_inputs(inputs: Sequence[Path]) -> list[InputItem]:
 
 def _dataset_items(root: Path) -> list[InputItem]:
     dataset = read_dataset(root)
-    return [InputItem(u.feature_path, root / u.feature_path) for u in dataset.train + dataset.test]
+    return [InputItem(u.feature_path, root / u.feature_path, root) for u in dataset.train + dataset.test]
 
 
 def _folder_items(folder: Path) -> list[InputItem]:
@@ -223,7 +224,7 @@ class SpeakerInference:
         """``(T, n_mels)`` float32 of one input: audio through the model's front end, ``.pt`` as stored."""
         if item.is_audio:
             return featurize_audio(item.path, self.frontend)
-        return load_feature(item.path, self.record.n_mels)
+        return load_feature(item.path, self.record.n_mels, inside=item.inside)
 
     def embed(self, items: Sequence[InputItem]) -> np.ndarray:
         """L2-normalised embeddings ``(N, E)`` float32 of ``items``, in order (see :func:`embedding`)."""
