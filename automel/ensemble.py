@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from automel.data.store import FeatureStore
 from automel.errors import ConfigError
+from automel.files import atomic_folder
 from automel.layers import unpadded
 from automel.runs import (
     CARD,
@@ -36,7 +37,6 @@ from automel.runs import (
     ENSEMBLE,
     SUBMISSION,
     RunRecord,
-    atomic_folder,
     write_run_dir,
     write_submission_rows,
 )

@@ -42,7 +42,7 @@ from automel.data.frontend import FbankParams, compute_fbank, load_audio
 from automel.data.layout import METADATA, read_dataset
 from automel.data.prepare import AUDIO_SUFFIXES
 from automel.errors import AudioError, ConfigError, DataError, FrontendError
-from automel.heads import MarginHead
+from automel.exporting import head_embedding
 from automel.runs import RunRecord, load_run
 
 __all__ = ["EMBEDDING_FORMATS", "FEATURE_SUFFIX", "InputItem", "Prediction", "SpeakerInference", "atomic_file",
@@ -180,9 +180,8 @@ def embedding(model: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
     """
     _check_embeddable(model)
     pooled = cast(Tensor, model.embed(x, mask))  # type: ignore[operator]  # nn.Module.__getattr__ is untyped
-    head = getattr(model, "head", None)
-    vectors = head.projection(pooled.float()) if isinstance(head, MarginHead) else pooled
-    return F.normalize(vectors.float(), dim=-1)
+    # One definition of "the head's embedding" for embed, verify and the exported files.
+    return F.normalize(head_embedding(cast(nn.Module, model.head), pooled).float(), dim=-1)
 
 
 class SpeakerInference:

@@ -3,29 +3,37 @@
 A run directory holds ``model.safetensors``, ``config.json`` (everything needed to rebuild the model:
 plugin parameters, speaker mapping, feature parameters, data-set fingerprint, split), ``metrics.jsonl``
 and ``output.csv``. Everything is written into a temporary folder first and renamed into place.
+
+Temporary folders and files are named after the process that writes them (``.<name>.<pid>@<host>.<random>``),
+so a later run can tell what a killed process left behind from what a live one is still writing, and clear
+it (:func:`sweep_leftovers`). What is renamed into place gets the modes the umask gives, as any file the
+user creates does (``mkdtemp`` and ``mkstemp`` would make it private).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from automel.errors import ConfigError, DataError
+from automel.errors import ConfigError, DataError, DiskError
+from automel.files import atomic_folder, owner, sweep_leftovers
 
 FORMAT = "automel-run/1"
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.jsonl"
 SUBMISSION, CARD = "output.csv", "README.md"
 ENSEMBLE = "ensemble.json"  # marks an ensemble folder (see automel.ensemble)
+OVERHEAD = 1 << 18  # bytes beyond the weights that a run directory may need (JSON, card, submission)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,32 +73,6 @@ def versions() -> dict[str, str]:
     return {"automel": __version__, "torch": torch.__version__, "optuna": optuna.__version__}
 
 
-@contextmanager
-def atomic_folder(out: Path, replace: bool = False) -> Iterator[Path]:
-    """A temporary folder beside ``out`` to fill; on success it takes ``out``'s place whole.
-
-    An existing non-empty ``out`` is refused unless ``replace``; it stays intact until the rename, and the
-    temporary folder is removed if filling it fails.
-    """
-    out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()) and not replace:
-        raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metrics: Iterable[Mapping[str, Any]],
                   submission: list[tuple[str, str]] | None, card: str | None = None, replace: bool = False,
                   extra: Mapping[str, str] | None = None) -> Path:
@@ -100,7 +82,8 @@ def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metric
     from safetensors.torch import save_file
 
     out = Path(out).resolve()
-    with atomic_folder(out, replace) as tmp:
+    needed = sum(v.numel() * v.element_size() for v in state.values()) + OVERHEAD
+    with atomic_folder(out, replace, needed) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
                   metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps(record.to_json(), indent=2), encoding="utf-8")
@@ -158,15 +141,17 @@ def load_run(run_dir: Path) -> tuple[Any, RunRecord]:
 
 
 def write_submission_rows(path: Path, rows: Iterable[tuple[str, str]]) -> None:
-    """Write ``Id,Category`` rows atomically (temporary file, then rename)."""
+    """Write ``Id,Category`` rows atomically (temporary file, then rename), with the umask's mode."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    sweep_leftovers(path)
+    tmp = path.with_name(f".{path.name}.{owner()}.{secrets.token_hex(4)}")
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["Id", "Category"])
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        with DiskError.guard(path.parent):
+            with tmp.open("x", newline="", encoding="utf-8") as fh:  # "x": the umask applies, as to any new file
+                writer = csv.writer(fh)
+                writer.writerow(["Id", "Category"])
+                writer.writerows(rows)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

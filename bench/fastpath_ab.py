@@ -6,7 +6,8 @@
 quiet machine. This one stays fair on a busy one: each configuration's model is built once, a copy gets
 the layers of revision 524148b back (``OldMaskedBatchNorm1d``, ``nn.MultiheadAttention`` with a float
 key mask, ``nn.TransformerEncoder``; their code is copied below verbatim), and the two train in
-alternation on the same batches (forward, backward, clipping, AdamW), so that load from other
+alternation on the same batches (forward, backward, clipping, AdamW: the default loop over parameters
+for the old, fused for the new, as the training loops build them), so that load from other
 processes hits both alike. The median of the per-step time ratios is reported.
 
 Same data, crops and configurations as ``bench/fastpath.py`` (seg128: nearly no padded batch; seg384:
@@ -127,7 +128,8 @@ def compare(config: str, segment: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     new = build_model(params, work.store.n_mels, work.store.num_classes).train()
     old = old_version(new, params).train()
-    optimizers = {m: torch.optim.AdamW(m.parameters()) for m in (new, old)}
+    # As the two loops build them: the old one AdamW's default loop over parameters, the new one fused.
+    optimizers = {new: torch.optim.AdamW(new.parameters(), fused=True), old: torch.optim.AdamW(old.parameters())}
     crops = RandomCrops(work.store, work.split.train, 32, segment, seed=0)
     times: dict[str, list[float]] = {"old": [], "new": []}
     padded = 0

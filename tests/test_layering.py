@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below, never one above):
 
-0. ``errors``, ``home``, the package itself;
+0. ``errors``, ``home``, ``files``, the package itself;
 1. ``plugin`` (the contract), ``layers`` (the building blocks);
 2. the built-in plugins (``encoders``, ``pooling``, ``heads``) and ``normalize``;
 3. ``registry``, ``model``, ``presets``, ``plugin_info``, ``data``, ``testing``, ``exporting``;
@@ -25,7 +25,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "automel"
 LAYERS: list[tuple[str, int]] = [
-    ("errors", 0), ("home", 0), ("plugin", 1), ("layers", 1),
+    ("errors", 0), ("home", 0), ("files", 0), ("plugin", 1), ("layers", 1),
     ("encoders", 2), ("pooling", 2), ("heads", 2), ("normalize", 2),
     ("registry", 3), ("model", 3), ("presets", 3), ("plugin_info", 3), ("data", 3), ("testing", 3),
     ("exporting", 3),

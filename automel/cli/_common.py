@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -11,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from automel.errors import AutomelError, ConfigError
+from automel.errors import AutomelError, ConfigError, DiskError, Fatal, Terminated
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,16 +44,114 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def handle_errors(func: F) -> F:
-    """Turn library errors into one clear line and the error's exit code."""
+    """Turn library errors into one clear line and the error's exit code.
+
+    A full, read-only or unwritable disk is one line too, wherever it surfaces (an ``OSError``, or one
+    behind a storage error); SIGTERM is handled like Ctrl-C (:class:`Terminated`) and, unless the command
+    handles it, exits 143. The library's notes (``logging.getLogger("automel")``) go to stderr.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _show_notes()
+        _quiet_disk_faults_in_threads()
+        previous = _handle_sigterm()
         try:
             return func(*args, **kwargs)
+        except Terminated:
+            raise fail("terminated (SIGTERM)", TERMINATED_EXIT) from None
+        except Fatal as exc:
+            raise fail(str(exc.error), exc.error.exit_code) from None
         except AutomelError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            fault = None if isinstance(exc, DiskError) else DiskError.find(exc, _fault_place(kwargs))
+            error = fault if fault is not None and fault.kind != DiskError.DENIED else exc
+            raise fail(str(error), error.exit_code) from None
+        except Exception as exc:
+            fault = DiskError.find(exc, _fault_place(kwargs))
+            if fault is None:
+                raise
+            raise fail(str(fault), fault.exit_code) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+INTERRUPTED_EXIT, TERMINATED_EXIT = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
+_terminated = threading.Event()
+
+
+def _handle_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; return the handler it replaces."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _terminated.clear()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if not _terminated.is_set():  # once: a second SIGTERM (the whole group got one) must not cut the cleanup
+            _terminated.set()
+            raise Terminated()
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def interrupted_exit(message: str) -> typer.Exit:
+    """After Ctrl-C or SIGTERM: print ``message`` and return the Exit to raise (130, or 143 after SIGTERM).
+
+    A second Ctrl-C or SIGTERM then leaves at once: every write is already committed.
+    """
+    terminated = _terminated.is_set()
+    code = TERMINATED_EXIT if terminated else INTERRUPTED_EXIT
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: os._exit(code))
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    err_console.print(f"{what}: {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _fault_place(kwargs: dict[str, Any]) -> Path | None:
+    """Where a disk fault that names no file happened: the SQLite or journal file of ``--storage``, else the
+    home, else an output's folder."""
+    storage = kwargs.get("storage")
+    if isinstance(storage, str):
+        for prefix in ("sqlite:///", "journal:"):
+            if storage.startswith(prefix) and storage[len(prefix):] not in ("", ":memory:"):
+                return Path(storage[len(prefix):])
+    if "home" in kwargs:
+        from automel.home import ENV_VAR
+
+        return Path(kwargs["home"] or os.environ.get(ENV_VAR) or "studies").expanduser().resolve()
+    out = kwargs.get("out")
+    return Path(out).resolve().parent if isinstance(out, Path) else None
+
+
+def _quiet_disk_faults_in_threads() -> None:
+    """A background thread (Optuna's heartbeat) that hits a full or read-only disk dies without a traceback:
+    the main thread meets the same fault and reports it in one line."""
+    if getattr(threading.excepthook, "automel", False):
+        return
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or DiskError.find(args.exc_value) is None:
+            default(args)
+
+    hook.automel = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+class _NoteHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"note: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("automel")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler(logging.INFO))
+        logger.setLevel(logging.INFO)
 
 
 def choice(option: str, value: str, allowed: Sequence[C]) -> C:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,8 +13,8 @@ from automel.cli._common import (
     DeviceOption,
     HomeOption,
     console,
-    err_console,
     handle_errors,
+    interrupted_exit,
     quiet_optuna,
     resolve_data,
     warn_plugin_failures,
@@ -56,6 +54,8 @@ def search(
     data: DataOption = None,
     study: StudyOption = None,
     storage: StorageOption = None,
+    create_dirs: Annotated[bool, typer.Option("--create-dirs",
+        help="Create the missing folder of a SQLite or journal --storage (refused by default: a typo).")] = False,
     steps_per_trial: Annotated[int | None, typer.Option(min=10,
         help="Steps of the last rung (default: sized by the time limit).")] = None,
     timeout: Annotated[str | None, typer.Option(hidden=True, help="Old name of --time-limit.")] = None,
@@ -72,6 +72,8 @@ def search(
     deterministic: DeterministicOption = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and the trials.")] = 0,
     keep: Annotated[int, typer.Option(min=1, help="Keep the weights of the best K trials only.")] = 5,
+    formats: Annotated[str | None, typer.Option("--formats",
+        help="Comma-separated deployable formats the export also gets: onnx, torchscript.")] = None,
     workers: Annotated[int, typer.Option(min=1,
         help="Local worker processes on the study (one per GPU when several are visible).")] = 1,
     grace_period: Annotated[int, typer.Option(min=2, hidden=True,
@@ -84,6 +86,7 @@ def search(
 
     from automel.cli._live import search_view
     from automel.cli.workers import run_parallel
+    from automel.exporting import require_formats
     from automel.home import resolve_home
     from automel.registry import default_registry
     from automel.search.budget import (
@@ -98,6 +101,7 @@ def search(
     from automel.search.runner import SearchOptions, open_search, run_trials
     from automel.train.device import select_device
 
+    export_formats = require_formats(formats)  # a bad format fails now, not after the search
     limit_text = time_limit if time_limit is not None else timeout
     limit_s = parse_duration(limit_text) if limit_text is not None else DEFAULT_TIME_LIMIT_S
     check_time_limit(limit_s)
@@ -105,7 +109,7 @@ def search(
     options = SearchOptions(trials=trials, study=study, storage=storage, steps_per_trial=steps_per_trial,
                             sampler=sampler, pruner=pruner, encoders=_names(encoders), poolings=_names(poolings),
                             heads=_names(heads), device=device, seed=seed, keep=keep, grace_period=grace_period,
-                            portfolio=portfolio, deterministic=deterministic)
+                            portfolio=portfolio, deterministic=deterministic, create_dirs=create_dirs)
     console.print(f"automel search: time limit {_duration(limit_s)}{'' if limit_text else ' (the default)'}, "
                   f"quality {quality}, {'refit on all labelled data' if refit else 'no refit'}; "
                   f"at most {trials} trials", highlight=False, soft_wrap=True)
@@ -132,12 +136,9 @@ def search(
             console.print(f"search ended early: {outcome.stopped_because}", highlight=False, soft_wrap=True)
     clock.record("search", clock.elapsed())
     _report_search(opened.study, opened.url)
-    if interrupted:
-        # A second Ctrl-C leaves at once; every trial write is already committed.
-        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-        err_console.print("interrupted: the study is consistent; rerun the same command to resume")
-        raise typer.Exit(130)
-    _finish(opened.study, where, root, clock, refit, device, deterministic)
+    if interrupted:  # Ctrl-C or SIGTERM: the running trial is failed with the reason; exit 130 or 143
+        raise interrupted_exit("the study is consistent; rerun the same command to resume")
+    _finish(opened.study, where, root, clock, refit, device, deterministic, export_formats)
 
 
 def _duration(seconds: float) -> str:
@@ -160,7 +161,7 @@ def _report_search(study: optuna.Study, url: str) -> None:
 
 
 def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bool, device: str,
-            deterministic: bool = False) -> None:
+            deterministic: bool = False, formats: tuple[str, ...] = ()) -> None:
     """Ensemble, refit and export within the clock; Ctrl-C keeps the search and says how to finish."""
     import time
 
@@ -171,17 +172,15 @@ def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bo
 
     quality = clock.quality
     options = FinishOptions(refit=refit, ensemble_size=quality.ensemble_size, refit_seeds=quality.refit_seeds,
-                            deterministic=deterministic)
+                            deterministic=deterministic, formats=formats)
     started = time.monotonic()
     say_plain(f"ensemble, refit and export started [{clock.elapsed():.0f} s elapsed]")
     try:
         result = finish_study(study, home, options, select_device(device), deadline=clock.finish_deadline(),
                               data_root=root, note=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-        err_console.print(f"interrupted after the search: every trial is saved and the previous export is intact; "
-                          f"run `automel refit --study {study.study_name}` to refit and export", highlight=False)
-        raise typer.Exit(130) from None
+        raise interrupted_exit(f"after the search: every trial is saved and the previous export is intact; "
+                               f"run `automel refit --study {study.study_name}` to refit and export") from None
     for phase, seconds in result.timings.items():
         clock.record(phase, seconds)
         if refit or phase != "refit":
@@ -225,8 +224,7 @@ def refit(
         result = finish_study(loaded, where, options, select_device(device), deadline=deadline, data_root=data,
                               note=lambda line: console.print(line, highlight=False))
     except KeyboardInterrupt:
-        err_console.print("interrupted: the study and the previous export are intact; rerun to refit")
-        raise typer.Exit(130) from None
+        raise interrupted_exit("the study and the previous export are intact; rerun to refit") from None
     console.print(f"exported {result.kind} of trials {', '.join(str(m['trial']) for m in result.members)} "
                   f"to {result.path}", highlight=False)
 
@@ -237,9 +235,21 @@ def export(
     out: Annotated[Path | None, typer.Option(help="Export folder [default: <home>/<study>/best].")] = None,
     data: Annotated[Path | None, typer.Option(help="The study's data set, if it moved.")] = None,
     storage: StorageOption = None,
+    formats: Annotated[list[str] | None, typer.Option("--format",
+        help="Also write the model as onnx (model.onnx) and/or torchscript (model.ts); repeatable or "
+             "comma-separated. ONNX needs the onnx extra: pip install 'automel\\[onnx]'.")] = None,
+    model: Annotated[Path | None, typer.Option("--model",
+        help="Write --format files of this run directory or export folder (into it, or into --out) "
+             "instead of exporting a study's trial.")] = None,
     home: HomeOption = None,
 ) -> None:
-    """Export a trial: model.safetensors, config.json, a model card README.md and output.csv."""
+    """Export a trial: model.safetensors, config.json, a model card README.md and output.csv (and --format files)."""
+    from automel.exporting import require_formats
+
+    chosen_formats = require_formats(formats)  # an unknown format or a missing extra fails before any work
+    if model is not None:
+        _export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None)
+        return
     from automel.home import resolve_home
     from automel.search.export import export_trial, pick_trial
     from automel.search.runner import load_study
@@ -248,8 +258,24 @@ def export(
     loaded = load_study(where, study, storage)
     chosen = pick_trial(loaded, trial)
     target = out or where / loaded.study_name / "best"
-    path, valid_acc = export_trial(loaded, where, chosen, target, replace=out is None, data_root=data)
+    path, valid_acc = export_trial(loaded, where, chosen, target, replace=out is None, data_root=data,
+                                   formats=chosen_formats)
     console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
+
+
+def _export_folder(folder: Path, out: Path | None, formats: tuple[str, ...], given_study: bool) -> None:
+    """``automel export --model DIR --format F``: deployable files of a run directory or export folder."""
+    from automel.errors import ConfigError
+    from automel.exporting import describe, export_model
+    from automel.runs import load_run
+
+    if given_study:
+        raise ConfigError("--model exports a folder, --study/--trial a study's trial: give one or the other")
+    if not formats:
+        raise ConfigError("--model needs --format onnx and/or torchscript (the folder already holds the weights)")
+    loaded, record = load_run(folder)
+    written = export_model(loaded, out or folder, formats, record.n_mels, what=f"{folder} ({describe(record.params)})")
+    console.print(f"exported {', '.join(str(p) for p in written.values())}", highlight=False, soft_wrap=True)
 
 
 def studies(home: HomeOption = None, output: FormatOption = "table") -> None:
@@ -282,7 +308,26 @@ def dashboard(
     home: HomeOption = None,
 ) -> None:
     """Open a study in optuna-dashboard, with its trial artifacts attached."""
-    from optuna_dashboard import run_server
+    import errno
+    import socket
+
+    from automel.errors import ConfigError
+
+    def unusable(exc: OSError) -> ConfigError:
+        if exc.errno == errno.EADDRINUSE:
+            return ConfigError(f"port {port} on {host} is already in use; choose another --port")
+        return ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --host or --port")
+
+    # Try the address first, as the server will bind it (SO_REUSEADDR, IPv6 for a host with ':'): the server
+    # itself would print its banner and then die with a traceback.
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise unusable(exc) from None
+
+    from optuna_dashboard import run_server  # imports optuna: after the quick check
 
     from automel.home import resolve_home
     from automel.search.artifacts import artifact_store
@@ -294,5 +339,10 @@ def dashboard(
     url = storage or default_storage(where, loaded.study_name)
     console.print(f"optuna-dashboard for study [bold]{loaded.study_name}[/] at http://{host}:{port}/ (Ctrl-C stops)",
                   highlight=False)
-    run_server(open_storage(url, heartbeat=False), host=host, port=port,
-               artifact_store=artifact_store(artifact_dir(where, loaded.study_name)))
+    try:
+        run_server(open_storage(url, heartbeat=False), host=host, port=port,
+                   artifact_store=artifact_store(artifact_dir(where, loaded.study_name)))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise unusable(exc) from None  # taken in the moment since the probe

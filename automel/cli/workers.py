@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from automel.cli._common import (
     console,
     err_console,
     handle_errors,
+    interrupted_exit,
     quiet_optuna,
     warn_plugin_failures,
 )
@@ -75,8 +75,7 @@ def worker(
                   f"{counts['finished']}/{options.trials} ({counts['complete']} complete, {counts['pruned']} pruned, "
                   f"{counts['fail']} failed)", highlight=False, soft_wrap=True)
     if outcome.interrupted:
-        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-        raise typer.Exit(130)
+        raise interrupted_exit("the study is consistent; run the same command to rejoin it")
     if export and counts["complete"] and study_is_done(outcome.study, options.trials):
         _export(outcome.study, where, data)
 

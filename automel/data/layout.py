@@ -2,9 +2,9 @@
 
 A data set is a folder with ``metadata.json`` ``{"n_mels", "speakers": {name: [{"feature_path",
 "mel_len"}]}}``, ``mapping.json`` ``{"speaker2id", "id2speaker"}`` (id2speaker keys are strings),
-``testdata.json`` ``{"n_mels", "utterances": [...]}`` and one ``uttr-<hex>.pt`` per utterance holding a
-float tensor ``(T, n_mels)``. Unknown keys are ignored, as HW4 readers do; automel writes its own under
-``"automel"`` (the data set's kind and feature parameters).
+``testdata.json`` ``{"n_mels", "utterances": [...]}`` (optional: without it there are no test utterances)
+and one ``uttr-<hex>.pt`` per utterance holding a float tensor ``(T, n_mels)``. Unknown keys are ignored,
+as HW4 readers do; automel writes its own under ``"automel"`` (the data set's kind and feature parameters).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import json
 import random
 import shutil
-import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,59 +68,144 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
 
 
 def read_dataset(root: Path) -> Hw4Dataset:
-    """Read the JSON files of ``root``; raise :class:`DataError` naming the file when one is unusable.
+    """Read the JSON files of ``root``; raise :class:`DataError` naming the file when the data set is unusable.
 
-    This checks structure only; :func:`automel.data.check.check_dataset` checks every feature file.
+    Every command that opens a data set comes here (through :func:`automel.data.store.open_store`), and
+    ``data check`` runs the same :func:`scan_dataset`, so a data set ``data check`` rejects is rejected
+    everywhere. These are the cheap checks: the JSON structure, the mapping, no empty speaker, no feature
+    file listed twice (a test utterance also in training, above all). The per-file checks
+    (:func:`automel.data.features.load_utterance`) run when the feature cache is built.
+    ``testdata.json`` is optional: without it the data set has no test utterances.
+    """
+    dataset, problems = scan_dataset(root)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s): `automel data check {root}` lists them)"
+        raise DataError(problems[0] + (more if len(problems) > 1 else ""))
+    assert dataset is not None
+    return dataset
+
+
+def scan_dataset(root: Path) -> tuple[Hw4Dataset | None, list[str]]:
+    """Read the JSON files of ``root`` without stopping at the first problem.
+
+    Returns the data set as far as it could be read (``None`` when ``metadata.json`` or ``mapping.json``
+    is unusable; entries that are not utterances are left out) and every structural problem, one line
+    each, naming its file. The one structural validation: :func:`read_dataset` and ``data check`` both run it.
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: not a directory")
-    meta = read_json(root / METADATA)
-    mapping = read_json(root / MAPPING)
-    n_mels = _require(meta, "n_mels", int, root / METADATA)
-    speakers_meta = _require(meta, "speakers", dict, root / METADATA)
-    id2speaker = _require(mapping, "id2speaker", dict, root / MAPPING)
+        return None, [f"{root}: not a directory"]
     try:
-        by_id = sorted((int(k), str(v)) for k, v in id2speaker.items())
-    except ValueError:
-        raise DataError(f"{root / MAPPING}: id2speaker keys must be integers written as strings") from None
-    if [i for i, _ in by_id] != list(range(len(by_id))):
-        raise DataError(f"{root / MAPPING}: speaker ids are not 0..{len(by_id) - 1}")
-    train = tuple(
-        _utterance(item, root / METADATA, speaker)
-        for speaker, items in speakers_meta.items()
-        for item in (items if isinstance(items, list) else [])
-    )
-    test: tuple[Utterance, ...] = ()
-    if (root / TESTDATA).exists():
-        testdata = read_json(root / TESTDATA)
-        utts = _require(testdata, "utterances", list, root / TESTDATA)
-        test = tuple(_utterance(item, root / TESTDATA, None) for item in utts)
+        meta = read_json(root / METADATA)
+        mapping = read_json(root / MAPPING)
+    except DataError as exc:
+        return None, [str(exc)]
+    n_mels = meta.get("n_mels") if isinstance(meta, dict) else None
+    speakers_meta = meta.get("speakers") if isinstance(meta, dict) else None
+    if not isinstance(n_mels, int) or isinstance(n_mels, bool) or n_mels < 1 or not isinstance(speakers_meta, dict):
+        return None, [f"{root / METADATA}: needs 'n_mels' (a positive integer) and 'speakers' (an object)"]
+    problems: list[str] = []
+    speakers = _scan_mapping(root / MAPPING, mapping, list(speakers_meta), problems)
+    if not speakers_meta:
+        problems.append(f"{root / METADATA}: no speakers: nothing to train on")
+    train: list[Utterance] = []
+    for speaker, items in speakers_meta.items():
+        if not isinstance(items, list):
+            problems.append(f"{root / METADATA}: speaker {speaker!r} must be a list of utterances")
+        elif not items:
+            problems.append(f"{root / METADATA}: speaker {speaker!r} is empty")
+        else:
+            train += _scan_utterances(items, root / METADATA, speaker, problems)
+    test = _scan_testdata(root / TESTDATA, n_mels, problems)
+    problems += _listed_twice(root, train, test)
     info = meta.get("automel", {}) if isinstance(meta.get("automel"), dict) else {}
-    return Hw4Dataset(root, n_mels, tuple(s for _, s in by_id), train, test, info)
+    return Hw4Dataset(root, n_mels, speakers, tuple(train), tuple(test), info), problems
 
 
-def _require(obj: Any, key: str, kind: type, path: Path) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{path}: missing key '{key}'")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise DataError(f"{path}: '{key}' must be a {kind.__name__}")
-    return value
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _utterance(item: Any, source: Path, speaker: str | None) -> Utterance:
-    if not isinstance(item, dict) or not isinstance(item.get("feature_path"), str):
-        raise DataError(f"{source}: an utterance entry has no 'feature_path': {item!r}")
-    if not is_plain_name(item["feature_path"]):
-        raise DataError(f"{source}: feature_path {item['feature_path']!r} must be a file name inside the data set")
-    mel_len = item.get("mel_len")
-    if not isinstance(mel_len, int) or isinstance(mel_len, bool):
-        raise DataError(f"{source}: {item['feature_path']} has no integer 'mel_len'")
-    return Utterance(item["feature_path"], mel_len, speaker)
+def _scan_mapping(path: Path, mapping: Any, in_metadata: list[str], problems: list[str]) -> tuple[str, ...]:
+    """The speakers by id (``metadata.json``'s order when the mapping is unusable); problems go to ``problems``."""
+    id2speaker = mapping.get("id2speaker") if isinstance(mapping, dict) else None
+    if not isinstance(id2speaker, dict):
+        problems.append(f"{path}: missing 'id2speaker'")
+        return tuple(in_metadata)
+    by_id = sorted((int(k), str(v)) for k, v in id2speaker.items() if _is_id(k))
+    if [i for i, _ in by_id] != list(range(len(id2speaker))):
+        problems.append(f"{path}: speaker ids are not 0..{len(id2speaker) - 1} (id2speaker keys, written as strings)")
+    names = Counter(s for _, s in by_id)
+    problems += [f"{path}: speaker {s!r} has {n} ids in id2speaker" for s, n in names.items() if n > 1]
+    speaker2id = mapping.get("speaker2id")
+    if isinstance(speaker2id, dict):
+        for name, idx in speaker2id.items():
+            if id2speaker.get(str(idx)) != name:
+                problems.append(f"{path}: speaker2id[{name!r}] = {idx} disagrees with id2speaker")
+    known = {s for _, s in by_id}
+    problems += [f"{path}: speaker {s!r} of metadata.json is missing from the mapping" for s in in_metadata
+                 if s not in known]
+    problems += [f"{path}: speaker {s!r} has no training utterances in metadata.json" for s in sorted(known)
+                 if s not in set(in_metadata)]
+    return tuple(s for _, s in by_id)
+
+
+def _is_id(key: str) -> bool:
+    """``"0"``, ``"17"``: ASCII digits without a sign or leading zeros, as ``str(int)`` writes them."""
+    return key.isascii() and key.isdecimal() and key == str(int(key))
+
+
+def _scan_utterances(items: list[Any], source: Path, speaker: str | None, problems: list[str]) -> list[Utterance]:
+    utterances = []
+    for item in items:
+        name = item.get("feature_path") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            problems.append(f"{source}: an utterance entry has no 'feature_path': {item!r}"[:300])
+        elif not is_plain_name(name):
+            problems.append(f"{source}: feature_path {name!r} must be a file name inside the data set")
+        elif not _is_int(item.get("mel_len")):
+            problems.append(f"{source}: {name} has no integer 'mel_len'")
+        elif item["mel_len"] < 1:
+            problems.append(f"{source}: {name} has mel_len {item['mel_len']}; it must be at least 1")
+        else:
+            utterances.append(Utterance(name, item["mel_len"], speaker))
+    return utterances
+
+
+def _scan_testdata(path: Path, n_mels: int, problems: list[str]) -> list[Utterance]:
+    """The test utterances: none when ``testdata.json`` is absent or lists none."""
+    if not path.exists() and not path.is_symlink():
+        return []
+    try:
+        testdata = read_json(path)
+    except DataError as exc:
+        problems.append(str(exc))
+        return []
+    utts = testdata.get("utterances") if isinstance(testdata, dict) else None
+    if not isinstance(utts, list):
+        problems.append(f"{path}: missing 'utterances' (a list)")
+        return []
+    if testdata.get("n_mels", n_mels) != n_mels:
+        problems.append(f"{path}: n_mels {testdata.get('n_mels')!r} differs from metadata.json's {n_mels}")
+    return _scan_utterances(utts, path, None, problems)
+
+
+def _listed_twice(root: Path, train: list[Utterance], test: list[Utterance]) -> list[str]:
+    in_train = Counter(u.feature_path for u in train)
+    in_test = Counter(u.feature_path for u in test)
+    problems = []
+    for name in dict.fromkeys([*in_train, *in_test]):
+        if in_train[name] and in_test[name]:
+            problems.append(f"{root / name}: is both a training utterance (metadata.json) and a test utterance "
+                            "(testdata.json); a test utterance must not be in training")
+        elif in_train[name] + in_test[name] > 1:
+            problems.append(f"{root / name}: listed {in_train[name] + in_test[name]} times (duplicate feature path)")
+    return problems
 
 
 def is_plain_name(name: str) -> bool:
@@ -177,7 +262,9 @@ class DatasetWriter:
 
     def __enter__(self) -> DatasetWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        from automel.files import owned_tempdir  # named after this process: a later run clears it if killed
+
+        self._tmp = owned_tempdir(self.out)  # with the umask's mode, as the finished data set should have
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

@@ -13,7 +13,12 @@ from __future__ import annotations
 import csv
 import io
 import multiprocessing
+import os
 import re
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -23,12 +28,13 @@ import numpy as np
 
 from automel.data.frontend import SAMPLE_RATE, FbankParams, compute_fbank, load_audio
 from automel.data.layout import DatasetWriter, choose_test_keys
-from automel.errors import ConfigError, DataError
+from automel.errors import ConfigError, DataError, DiskError
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 SPLITS = ("train", "test")
 HEADER = ["path", "speaker", "split"]
 MIN_FRAMES = 1  # a file must give at least one 25 ms fbank frame (FSDD's 0.44 s clips give ~44)
+_PT_OVERHEAD, _BLOCK = 1_400, 4096  # torch.save's framing of one tensor; a file system block
 
 Progress = Callable[[int, int], None]
 
@@ -84,6 +90,7 @@ def prepare_dataset(
     writer = DatasetWriter(out, n_mels=params.n_mels, info={  # refuses a non-empty OUT before any decoding
         "kind": "prepared", "name": out.name, "source": str(src or manifest), "features": params.to_json(),
     })
+    DiskError.check(writer.out.parent)  # a read-only or unwritable OUT fails before the decoding, too
     skipped: list[tuple[Path, str]] = []
     if manifest is not None:
         sources = read_manifest(Path(manifest))
@@ -107,12 +114,19 @@ def prepare_dataset(
     else:
         keys = {speaker: [s.key for s in group] for speaker, group in _by_speaker(usable).items()}
         test_keys = choose_test_keys(keys, test_per_speaker, seed)
-    with writer:
+    needed = sum(_file_bytes(features[s.key]) for s in usable) + _BLOCK * 4  # + the JSON files and answers
+    with writer, DiskError.guard(writer.out.parent, needed):  # inside the writer: sees the disk before cleanup
         for s in sorted(usable, key=lambda s: s.key):
             writer.add(s.speaker, s.key, features.pop(s.key), test=s.key in test_keys)
         path = writer.commit()
     speakers = len({s.speaker for s in usable})
     return PrepareReport(path, speakers, len(usable) - len(test_keys), len(test_keys), skipped)
+
+
+def _file_bytes(features: np.ndarray) -> int:
+    """What one saved feature file takes on disk: its float32 values, torch's zip framing, whole blocks."""
+    size = features.shape[0] * features.shape[1] * 4 + _PT_OVERHEAD
+    return -(-size // _BLOCK) * _BLOCK
 
 
 def scan_folder(src: Path, speaker_regex: str | None, skipped: list[tuple[Path, str]]) -> list[AudioSource]:
@@ -234,7 +248,8 @@ def _featurize_all(paths: list[Path], jobs: int, on_progress: Progress | None) -
     # spawn: the parent may run threads (a progress bar, torch), which fork does not mix well with;
     # small chunks keep the per-task overhead low for many short files (FSDD) and progress smooth
     size = max(1, min(32, total // (jobs * 8)))
-    pool = ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(_featurize_chunk, [str(p) for p in paths[start:start + size]]): start
                    for start in range(0, total, size)}
@@ -247,6 +262,36 @@ def _featurize_all(paths: list[Path], jobs: int, on_progress: Progress | None) -
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when ``parent`` dies, even by SIGKILL, which gives the parent no
+    chance to stop it (an orphan would wait forever on its dead pipe, and hold multiprocessing's resource
+    tracker with it). Linux kills it at once (``PR_SET_PDEATHSIG``); elsewhere a thread watches the parent."""
+    if _parent_death_signal(signal.SIGKILL):
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="automel-parent-watch", daemon=True).start()
+
+
+def _parent_death_signal(number: int) -> bool:
+    """Ask Linux to send ``number`` to this process when its parent dies; False where that is not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1  # from <linux/prctl.h>
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, number)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _featurize_chunk(paths: list[str]) -> list[np.ndarray | str]:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -24,9 +23,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from automel.data.features import load_feature
+from automel.data.features import load_utterance
 from automel.data.layout import MAPPING, METADATA, TESTDATA, Hw4Dataset, read_dataset
-from automel.errors import DataError
+from automel.errors import DataError, DiskError
 
 if TYPE_CHECKING:
     import torch
@@ -122,11 +121,14 @@ def fingerprint_dataset(root: Path, dtype: StoreDtype = "float32", version: int 
     ``version=1`` gives the fingerprint that studies created before content ids recorded."""
     root = Path(root).resolve()
     digest = hashlib.sha256(f"v{version}:{dtype}:{root}".encode())
-    names = [METADATA, MAPPING, TESTDATA, *sorted(p.name for p in os.scandir(root) if p.name.endswith(".pt"))]
-    for name in names:
+    try:
+        features = sorted(p.name for p in os.scandir(root) if p.name.endswith(".pt"))
+    except OSError as exc:
+        raise DataError(f"{root}: cannot list the data set's files ({exc.strerror or type(exc).__name__})") from None
+    for name in [METADATA, MAPPING, TESTDATA, *features]:
         try:
             st = os.stat(root / name)
-        except FileNotFoundError:
+        except OSError:  # absent, a dangling or looping link: the cache build names the file
             digest.update(f"{name}:absent;".encode())
             continue
         digest.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
@@ -134,7 +136,12 @@ def fingerprint_dataset(root: Path, dtype: StoreDtype = "float32", version: int 
 
 
 def open_store(root: Path, home: Path, dtype: StoreDtype = "float32") -> FeatureStore:
-    """Open the cached store of ``root``, building (or rebuilding) it first if needed."""
+    """Open the cached store of ``root``, building (or rebuilding) it first if needed.
+
+    Every open validates the data set's structure (:func:`read_dataset`); a build also checks every feature
+    file (:func:`load_utterance`), so what ``data check`` rejects raises :class:`DataError` here, naming the file.
+    A data set without ``testdata.json`` opens with no test utterances.
+    """
     dataset = read_dataset(Path(root))
     key = fingerprint_dataset(dataset.root, dtype)
     cache = Path(home) / "cache" / key
@@ -142,7 +149,9 @@ def open_store(root: Path, home: Path, dtype: StoreDtype = "float32") -> Feature
     if store is None:
         if cache.exists():
             shutil.rmtree(cache, ignore_errors=True)
-        _build_cache(cache, dataset, key, dtype)
+        frames = sum(u.mel_len for u in (*dataset.train, *dataset.test))  # the cache's size, checked first
+        with DiskError.guard(cache.parent, frames * dataset.n_mels * np.dtype(dtype).itemsize):
+            _build_cache(cache, dataset, key, dtype)
         store = _open_cache(cache, dataset, key, dtype)
         if store is None:
             raise DataError(f"{cache}: the feature cache could not be built (is the disk full?)")
@@ -155,21 +164,21 @@ def _utterances(dataset: Hw4Dataset) -> list[tuple[str, int]]:
 
 
 def _build_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) -> None:
-    known = set(dataset.speakers)
-    for utt in dataset.train:
-        if utt.speaker not in known:
-            raise DataError(f"{dataset.root / MAPPING}: speaker {utt.speaker!r} is missing from the mapping")
     items = _utterances(dataset)
+    utterances = [*dataset.train, *dataset.test]  # the order of items
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache.parent))
+    from automel.files import owned_tempdir  # named after this process: a later build clears it if killed
+
+    tmp = owned_tempdir(cache)
     try:
         lengths = np.zeros(len(items), dtype=np.int64)
         content = hashlib.blake2b(f"{dtype}:".encode(), digest_size=12)
         for name in (METADATA, MAPPING, TESTDATA):
-            content.update((dataset.root / name).read_bytes())
+            if name != TESTDATA or (dataset.root / name).exists():  # testdata.json is optional
+                content.update((dataset.root / name).read_bytes())
         with (tmp / _FEATURES).open("wb") as fh:
-            for i, (name, _) in enumerate(items):
-                array = load_feature(dataset.root / name, dataset.n_mels)
+            for i, utterance in enumerate(utterances):
+                array = load_utterance(dataset.root, utterance, dataset.n_mels)
                 lengths[i] = array.shape[0]
                 chunk = np.ascontiguousarray(array, dtype=dtype).tobytes()
                 content.update(chunk)

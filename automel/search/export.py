@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,8 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from automel.errors import StudyError
+from automel.exporting import describe, staged_exports
+from automel.home import study_dir
 from automel.runs import load_run, versions, write_run_dir
 from automel.search.artifacts import artifact_store, download_trial
 from automel.search.record import StudyRecord
@@ -47,7 +49,7 @@ def export_best(study: optuna.Study, home: Path, data_root: Path | None = None) 
     Safe when several workers finish at once: an exclusive lock serialises them, and whoever comes second
     finds the export done. Returns the folder, the trial and whether this call wrote it.
     """
-    out = home / study.study_name / "best"
+    out = study_dir(home, study.study_name) / "best"  # a name that would leave the home is refused here
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(out.parent / ".export.lock"):
         best = pick_trial(study, None)
@@ -89,10 +91,13 @@ def study_workspace(study: optuna.Study, home: Path, data_root: Path | None = No
 
 
 def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path, replace: bool = False,
-                 data_root: Path | None = None, device: torch.device | None = None) -> tuple[Path, float]:
+                 data_root: Path | None = None, device: torch.device | None = None,
+                 formats: Sequence[str] = ()) -> tuple[Path, float]:
     """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy.
 
-    The model is scored and predicts on ``device`` (default: the best one here).
+    The model is scored and predicts on ``device`` (default: the best one here). ``formats`` (``onnx``,
+    ``torchscript``) are written beside the weights (:mod:`automel.exporting`); a model that cannot take
+    one is an :class:`~automel.errors.ExportError` and nothing is written.
     """
     device = device if device is not None else select_device("auto")
     store = artifact_store(artifact_dir(home, study.study_name))
@@ -104,8 +109,10 @@ def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path,
     card = model_card(study, trial, record.to_json(), valid_acc)
     info = {"study": study.study_name, "trial": trial.number, "kind": "trial", "value": trial.value,
             "valid_acc": valid_acc}
-    path = write_run_dir(out, model.state_dict(), record, [], rows, card=card, replace=replace,
-                         extra={EXPORT_INFO: json.dumps(info, indent=2)})
+    with staged_exports(model, formats, record.n_mels, Path(out).resolve().parent, describe(record.params)) as staged:
+        path = write_run_dir(out, model.state_dict(), record, [], rows, card=card, replace=replace,
+                             extra={EXPORT_INFO: json.dumps(info, indent=2)})
+        staged.install(path)
     return path, valid_acc
 
 

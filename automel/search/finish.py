@@ -53,6 +53,7 @@ class FinishOptions:
     refit_seeds: int = 1  # most seeds of a single refit model
     steps: int | None = None  # fixed refit steps (``automel refit --steps``); None: from the trial and the time
     deterministic: bool = False  # deterministic kernels only (RunSettings.deterministic)
+    formats: tuple[str, ...] = ()  # deployable files written into the export too (automel.exporting.FORMATS)
 
 
 @dataclass
@@ -91,7 +92,7 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     target.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(target.parent / ".export.lock"):  # never two exports into one folder at once
         result = _export(study, work, members, fitted, target, ensemble if len(members) > 1 else None,
-                         device)
+                         device, options.formats)
     marks.append(time.monotonic())
     phases = zip(("ensemble", "refit", "export"), marks[:-1], marks[1:], strict=True)
     result.timings = {phase: round(b - a, 3) for phase, a, b in phases}
@@ -284,7 +285,9 @@ def _refit_one(member: Member, everything: Workspace, steps: int, seed_index: in
 
 
 def _export(study: optuna.Study, work: Workspace, members: list[Member], fitted: list[Fitted] | None,
-            out: Path, ensemble: dict[str, float] | None, device: torch.device) -> FinishResult:
+            out: Path, ensemble: dict[str, float] | None, device: torch.device,
+            formats: tuple[str, ...] = ()) -> FinishResult:
+    from automel.exporting import describe, staged_exports
     from automel.search.export import EXPORT_INFO, model_card
 
     parts = _parts(members, fitted)
@@ -303,13 +306,19 @@ def _export(study: optuna.Study, work: Workspace, members: list[Member], fitted:
         info["valid_acc"] = valid_acc
     card = model_card(study, members[0].trial, parts[0][1].to_json(), valid_acc, kind=kind, members=described)
     extra = {EXPORT_INFO: json.dumps(info, indent=2, default=str)}
-    if len(parts) == 1:
-        path = write_run_dir(out, parts[0][0].state_dict(), parts[0][1], [], rows, card=card, replace=True, extra=extra)
-    else:
-        from automel.ensemble import write_ensemble_dir
+    what = describe(parts[0][1].params) if len(parts) == 1 else f"the ensemble of {len(parts)} models"
+    # Deployable files first, into a temporary folder: a model that cannot take a format leaves the old export.
+    with staged_exports(model, formats, parts[0][1].n_mels, out.resolve().parent, what) as staged:
+        if len(parts) == 1:
+            path = write_run_dir(out, parts[0][0].state_dict(), parts[0][1], [], rows, card=card, replace=True,
+                                 extra=extra)
+        else:
+            from automel.ensemble import write_ensemble_dir
 
-        path = write_ensemble_dir(out, [(m.state_dict(), r, i) for m, r, i in parts], [p[2]["weight"] for p in parts],
-                                  rows, card=card, replace=True, extra=extra, result=ensemble)
+            path = write_ensemble_dir(out, [(m.state_dict(), r, i) for m, r, i in parts],
+                                      [p[2]["weight"] for p in parts], rows, card=card, replace=True, extra=extra,
+                                      result=ensemble)
+        staged.install(path)
     return FinishResult(path, kind, described, ensemble)
 
 

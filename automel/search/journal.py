@@ -36,7 +36,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def __init__(self, path: Path, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  stale_trial_callback: StaleCallback | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The folder must exist: ``open_storage`` refuses a missing one or creates it.
         # The open(O_EXCL) lock works on local disks and NFSv3+; the symlink lock is for older NFS.
         super().__init__(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
         self.path = path

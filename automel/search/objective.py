@@ -14,11 +14,14 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
 
+from automel.errors import DiskError, Fatal, Terminated
 from automel.plugin import using_search_scale
 from automel.search.artifacts import save_trial_artifacts
 from automel.search.space import suggest_params
@@ -27,12 +30,12 @@ from automel.train.device import release_memory, select_device
 from automel.train.run import train_run
 
 if TYPE_CHECKING:
-    from optuna.artifacts import FileSystemArtifactStore
-
+    from automel.search.artifacts import ArtifactStore
     from automel.search.runner import OpenedSearch, SearchEvents, SearchOptions
 
 SURPLUS_ATTR = "surplus"
 TIME_LIMIT_REASON = "cut by the time limit"
+INTERRUPTED_REASON, TERMINATED_REASON = "interrupted by the user (Ctrl-C)", "terminated (SIGTERM)"
 
 
 class SurplusTrial(Exception):
@@ -51,11 +54,12 @@ def validation_every(steps: int, pruner: str) -> int:
 class TrialObjective:
     """The callable ``study.optimize`` runs; ``deadline`` (monotonic) cuts a trial still training then."""
 
-    def __init__(self, opened: OpenedSearch, options: SearchOptions, store: FileSystemArtifactStore,
+    def __init__(self, opened: OpenedSearch, options: SearchOptions, store: ArtifactStore,
                  events: SearchEvents, deadline: float | None = None) -> None:
         self.opened, self.options, self.store, self.events = opened, options, store, events
         self.deadline = deadline
         self.device = select_device(options.device)
+        self.reserve = DiskReserve(self._storage_file())
 
     def __call__(self, trial: optuna.Trial) -> float:
         from automel.search.runner import covered_ahead
@@ -63,6 +67,31 @@ class TrialObjective:
         if covered_ahead(self.opened.study, trial.number) >= self.options.trials:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial("not needed: the trials ahead of it already reach the study's target")
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt as exc:
+            reason = TERMINATED_REASON if isinstance(exc, Terminated) else INTERRUPTED_REASON
+            with contextlib.suppress(Exception):  # a second signal, or the storage failing too
+                trial.set_user_attr("fail_reason", reason)
+            raise
+        except Exception as exc:
+            fault = DiskError.find(exc, self._storage_file() or self.store.path)
+            if fault is not None:  # a full or read-only disk fails every further trial too: end the search
+                self.reserve.release()  # room for the study to record the failure
+                _fail_now(self.opened.study, trial, str(fault))
+                raise Fatal(fault) from exc
+            with contextlib.suppress(UpdateFinishedTrialError):  # unless another worker failed it already
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            # The traceback's frames hold the failed run's tensors (an OOM's activations): drop them, or
+            # release_memory frees nothing and the next trial starts on a full device.
+            traceback.clear_frames(exc.__traceback__)
+            raise
+        finally:
+            release_memory(self.device)
+
+    def _run(self, trial: optuna.Trial) -> float:
         with using_search_scale(self.opened.scale):
             params = suggest_params(trial, self.opened.space, self.opened.registry)
         seed = self.options.seed * 100_003 + trial.number
@@ -72,22 +101,8 @@ class TrialObjective:
         steps = self.opened.steps
         settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
                                deadline=self.deadline, deterministic=self.options.deterministic)
-        try:
-            model, result, record = train_run(params, self.opened.work, settings, self.device,
-                                              [_pruning(trial, steps)], self.events.on_progress,
-                                              self.opened.registry)
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
-            raise
-        except Exception as exc:
-            with contextlib.suppress(UpdateFinishedTrialError):  # unless another worker failed it already
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
-            # The traceback's frames hold the failed run's tensors (an OOM's activations): drop them, or
-            # release_memory below frees nothing and the next trial starts on a full device.
-            traceback.clear_frames(exc.__traceback__)
-            raise
-        finally:
-            release_memory(self.device)
+        model, result, record = train_run(params, self.opened.work, settings, self.device,
+                                          [_pruning(trial, steps)], self.events.on_progress, self.opened.registry)
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", round(result.seconds, 2))
         trial.set_user_attr("train_seconds", round(result.seconds - result.validation_seconds, 2))
@@ -99,6 +114,52 @@ class TrialObjective:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         save_trial_artifacts(trial, self.store, model.state_dict(), record)
         return result.best_valid_acc
+
+    def _storage_file(self) -> Path | None:
+        """The study's file when it has one (SQLite, journal): where a disk fault that names no file happened."""
+        url = self.opened.url
+        for prefix in ("sqlite:///", "journal:"):
+            if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
+                return Path(url[len(prefix):])
+        return None
+
+
+class DiskReserve:
+    """A little ballast beside the study's file (``.NAME.reserve``, 1 MiB), given up when the disk is full.
+
+    SQLite needs a few free pages to record anything, the failure of the trial that ran out of room
+    included. With the ballast gone, there is room to fail that trial with its reason rather than leave it
+    RUNNING. It is made again by the next search on that study (once there is room for it).
+    """
+
+    SIZE = 1 << 20
+
+    def __init__(self, beside: Path | None) -> None:
+        self.path = beside.with_name(f".{beside.name}.reserve") if beside is not None else None
+        if self.path is None or self.path.exists():
+            return
+        try:
+            with self.path.open("xb") as fh:
+                os.posix_fallocate(fh.fileno(), 0, self.SIZE)
+        except FileExistsError:  # another worker made it just now
+            return
+        except OSError:  # already too full (or read-only): no ballast, and nothing half made
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def release(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+def _fail_now(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Record the trial as failed with ``reason`` before the search ends; best effort, since the storage
+    may be the full disk (then a later run fails it once its heartbeats lapse)."""
+    with contextlib.suppress(Exception):
+        trial.set_user_attr("fail_reason", reason[:500])
+    with contextlib.suppress(Exception):
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _pruning(trial: optuna.Trial, steps: int) -> Callable[[int, dict[str, float]], bool]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from automel.errors import StudyError
+from automel.errors import StudyError, Terminated
 from automel.search.runner import OpenedSearch, SearchOptions
 
 STOP_GRACE_S = 30.0  # after Ctrl-C, how long workers get to record their interrupted trials
@@ -75,23 +75,25 @@ def wait_workers(workers: list[Worker], poll: Callable[[], None], every: float =
     """Call ``poll`` every ``every`` seconds until all workers exit; return their exit codes.
 
     On Ctrl-C the workers (which got the SIGINT too, from the terminal) are given time to record their
-    interrupted trials, then stopped; the KeyboardInterrupt is re-raised.
+    interrupted trials, then stopped; the KeyboardInterrupt is re-raised. On SIGTERM (:class:`Terminated`),
+    which a scheduler may send to this process alone, the workers get a SIGTERM the same way.
     """
     try:
         while any(w.process.poll() is None for w in workers):
             poll()
             time.sleep(every)
-    except KeyboardInterrupt:
-        stop_workers(workers)
+    except KeyboardInterrupt as exc:
+        stop_workers(workers, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
         raise
     poll()
     return [int(w.process.returncode) for w in workers]
 
 
-def stop_workers(workers: list[Worker], grace: float = STOP_GRACE_S) -> None:
+def stop_workers(workers: list[Worker], sig: int = signal.SIGINT, grace: float = STOP_GRACE_S) -> None:
+    """Send ``sig`` to the running workers, wait ``grace`` seconds for them to record their trials, then kill."""
     for worker in workers:
         if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGINT)
+            worker.process.send_signal(sig)
     deadline = time.monotonic() + grace
     for worker in workers:
         try:

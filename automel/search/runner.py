@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.data.layout import read_dataset
 from automel.data.split import Split
 from automel.errors import PluginError, StudyError
+from automel.home import check_study_name
 from automel.registry import Registry, default_registry
 from automel.search.artifacts import artifact_store, trim_weights
 from automel.search.objective import SURPLUS_ATTR, TrialObjective
@@ -29,8 +30,10 @@ from automel.search.record import DatasetRef, EngineRecord, StudyRecord, check_f
 from automel.search.space import SearchSpace, make_space
 from automel.search.study import (
     GRACE_PERIOD,
+    TrialSeededSampler,
     adopt_content_id,
     artifact_dir,
+    check_storage_folder,
     default_storage,
     make_pruner,
     make_sampler,
@@ -63,9 +66,10 @@ class SearchOptions:
     keep: int = 5
     grace_period: int = GRACE_PERIOD
     limit: int | None = None  # a worker's own budget: stop after finishing this many trials
-    sampler_salt: int = 0  # differs per worker, so parallel workers never draw the same random trials
+    sampler_salt: int = 0  # a worker's extra sampler salt; trial numbers already separate processes
     portfolio: bool = True  # start a new study with the portfolio of known-good configurations
     deterministic: bool = False  # deterministic kernels only (RunSettings.deterministic)
+    create_dirs: bool = False  # create a missing folder of --storage (SQLite, journal) instead of refusing it
 
 
 @dataclass
@@ -135,6 +139,8 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
     """Create or load the study and check that it is the same search (data set, plugins, budget, scale).
 
     Every option is validated before the storage is touched, so a bad command leaves nothing behind.
+    The home's default storage (``<home>/<study>.db``) is created as needed; the folder of an explicit
+    ``options.storage`` must exist unless ``options.create_dirs``.
     ``plan_steps`` sizes the last rung of a *new* study (from a time limit); an existing study keeps its own.
     ``registry`` (default: :func:`default_registry`, the installed plugins) is the one the whole search uses.
     """
@@ -143,6 +149,10 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
     scale = "cpu" if device.type == "cpu" else "gpu"
     make_pruner(options.pruner, CPU_STEPS)  # validates the names; the real ones are made in attach_study
     make_sampler(options.sampler, options.seed)
+    if options.study is not None:
+        check_study_name(options.study)
+    if options.storage is not None:
+        check_storage_folder(options.storage, options.create_dirs)  # a typo fails before the data set is read
     chosen = options.encoders or options.poolings or options.heads
     try:
         requested = make_space(options.encoders, options.poolings, options.heads, registry)
@@ -205,25 +215,27 @@ def _check_existing_space(root: Path, home: Path, options: SearchOptions, regist
 
 
 def attach_study(url: str, name: str, options: SearchOptions, steps: int, create: bool) -> optuna.Study:
-    """The study ``name`` in ``url`` with this process's sampler and pruner (created if ``create``)."""
-    storage = open_storage(url, grace_period=options.grace_period)
-    seed = (_sampler_seed(options.seed, storage, name) + 1_000_003 * options.sampler_salt) % 2**32
-    sampler, pruner = make_sampler(options.sampler, seed), make_pruner(options.pruner, steps)
+    """The study ``name`` in ``url`` with this process's sampler and pruner (created if ``create``).
+
+    The sampler seeds each trial from its number (:class:`TrialSeededSampler`): processes sharing the study
+    draw different parameters, and one seeded process draws the same ones each time it runs from scratch.
+    """
+    check_study_name(name)
+    storage = open_storage(url, grace_period=options.grace_period,
+                           create_dirs=options.create_dirs or options.storage is None)  # None: the home's own
+    sampler = TrialSeededSampler(options.sampler, options.seed, options.sampler_salt)
+    pruner = make_pruner(options.pruner, steps)
     if create:
-        return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                   sampler=sampler, pruner=pruner)
+        created = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                      sampler=sampler, pruner=pruner)
+        with warnings.catch_warnings():  # "experimental" in Optuna; the dashboard and plots then say what it is
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            created.set_metric_names(["validation accuracy"])
+        return created
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
         raise StudyError(f"storage {url} has no study '{name}'") from None
-
-
-def _sampler_seed(seed: int, storage: optuna.storages.BaseStorage, name: str) -> int:
-    # A resumed search must not replay the first run's random start-up trials: offset by trials so far.
-    try:
-        return seed + len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
-    except KeyError:
-        return seed
 
 
 class _HideSurplus(logging.Filter):
@@ -331,6 +343,7 @@ def load_study(home: Path, study: str | None, storage: str | None) -> optuna.Stu
             raise StudyError(f"{home}: {'no studies' if not names else 'several studies'}; pass --study NAME"
                              + (f" (one of {', '.join(names)})" if names else ""))
         study = names[0]
+    check_study_name(study)
     url = storage or default_storage(home, study)
     if storage is None and not (home / f"{study}.db").exists():
         raise StudyError(f"no study '{study}' in {home} (run `automel studies` to list them)")

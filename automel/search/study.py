@@ -11,15 +11,20 @@ import json
 import re
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from automel.data.store import FeatureStore, fingerprint_dataset
 from automel.errors import ConfigError, StudyError
+from automel.home import MAX_STUDY_NAME, check_study_name, study_dir
 from automel.search.journal import HeartbeatJournalStorage, journal_path
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
@@ -36,16 +41,18 @@ VALIDATIONS = 4  # per trial with the median or Hyperband pruner: each is a prun
 
 
 def study_name_for(dataset_name: str) -> str:
-    """A study name derived from the data set's name: lower-case, safe as a file name."""
-    return re.sub(r"[^a-z0-9._-]+", "-", dataset_name.lower()).strip("-.") or "study"
+    """A study name derived from the data set's name: lower-case, a valid study name (see ``check_study_name``)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", dataset_name.lower())
+    return name.strip("-.")[:MAX_STUDY_NAME].rstrip("-.") or "study"
 
 
 def default_storage(home: Path, study: str) -> str:
-    return f"sqlite:///{(home / f'{study}.db').resolve()}"
+    """``sqlite:///<home>/<study>.db``; an invalid study name is refused (:func:`check_study_name`)."""
+    return f"sqlite:///{(home / f'{check_study_name(study)}.db').resolve()}"
 
 
 def artifact_dir(home: Path, study: str) -> Path:
-    return home / study / "artifacts"
+    return study_dir(home, study) / "artifacts"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,10 +65,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PERIOD) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PERIOD, create_dirs: bool = False
+                 ) -> optuna.storages.BaseStorage:
     """The storage behind ``url``, with heartbeats and the retry of trials whose process died.
 
-    ``url`` is a SQLAlchemy URL (``sqlite:///…``, ``postgresql+psycopg://…``) or ``journal:PATH``.
+    ``url`` is a SQLAlchemy URL (``sqlite:///…``, ``postgresql+psycopg://…``) or ``journal:PATH``. The folder
+    of a SQLite database or a journal must exist: a typo in the path is refused rather than answered with a
+    new, empty study somewhere else. ``create_dirs`` creates it instead (the home's own default storage,
+    ``automel search --create-dirs``).
     """
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -76,15 +87,13 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
                   "heartbeat_stale_trial_callback": retry}
     path = journal_path(url)
     if path is not None:
-        return _open_journal(url, path, kwargs)
+        return _open_journal(url, path, kwargs, create_dirs)
     if url.startswith("postgresql"):
         _need_postgres_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
-        database = url.split("///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        check_storage_folder(url, create_dirs)
     try:
         if url.startswith("sqlite"):
             _listen_sqlite()
@@ -102,9 +111,48 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
         raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
 
 
-def _open_journal(url: str, path: Path, heartbeat: dict[str, Any]) -> HeartbeatJournalStorage:
+def _sqlite_database(url: str) -> Path | None:
+    """The database file of a ``sqlite://`` URL; None for an in-memory database or a URL SQLAlchemy rejects
+    (opening it then says why)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # an unparsable URL fails, with its reason, when the storage is opened
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def check_storage_folder(url: str, create: bool = False) -> None:
+    """Refuse a SQLite or journal storage whose folder does not exist (most likely a typo: a new, empty
+    study would start there), or create the folder when ``create``. Other URLs pass."""
+    path = journal_path(url)
+    if path is None and url.startswith("sqlite"):
+        path = _sqlite_database(url)
+    if path is not None and path.name:
+        _need_folder(url, path.parent, create)
+
+
+def _need_folder(url: str, folder: Path, create: bool) -> None:
+    if folder.is_dir():
+        return
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(f"cannot open storage {url}: cannot create folder {folder}: {exc.strerror}") from None
+        return
+    raise StudyError(f"cannot open storage {url}: folder {folder} does not exist "
+                     f"(a typo? `automel search --create-dirs` creates it)")
+
+
+def _open_journal(url: str, path: Path, heartbeat: dict[str, Any], create_dirs: bool = False
+                  ) -> HeartbeatJournalStorage:
     if not path.name or path.is_dir():
         raise StudyError(f"cannot open storage {url}: journal:PATH needs a file path (e.g. journal:studies/s.log)")
+    check_storage_folder(url, create_dirs)
     try:
         _check_journal_head(path)
         # Constructing the storage replays the whole log, so a damaged file fails here, not mid-search.
@@ -166,6 +214,61 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     raise ConfigError(f"--sampler {name!r} is unknown (choose {', '.join(SAMPLERS)})")
+
+
+def trial_seed(seed: int, number: int, salt: int = 0) -> int:
+    """The sampler seed of trial ``number`` of a search seeded ``seed``: well mixed, so near seeds and
+    numbers give unrelated streams."""
+    entropy = [seed % 2**32, number % 2**32, salt % 2**32]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """The sampler ``name``, seeded afresh for every trial from ``(seed, trial number, salt)``.
+
+    Why per trial, not per process: several processes may share one study (``automel search`` in two
+    terminals, ``--workers``, ``automel worker`` on other machines). A sampler seeded per process from
+    anything the processes share (the seed, the trial count when they start) makes them draw *identical*
+    parameters, each process walking the same random stream; half the budget repeats work. Seeding from the
+    process id or the clock would separate them but make a seeded search irreproducible, and salting "only
+    when another process is there" races when both start at once. The trial *number* needs none of this:
+    the storage hands each number out once, atomically, whichever process asks. So:
+
+    - two processes on one study never sample two trials from the same seed;
+    - one process, run twice from scratch with one seed, gives trial *n* the same seed and (its training
+      being deterministic) the same history, so it draws the same parameters;
+    - a resumed search goes on with new numbers and never replays the first run's random start-up trials.
+
+    ``salt`` separates further (a worker's index); 0 leaves a plain search reproducible. Before each trial
+    the inner sampler is rebuilt; every sampler used here keeps its state in the study (CMA-ES) or rebuilds it
+    from the trials (TPE, GP, random), so only the GP's warm start of its kernel fit is lost.
+    """
+
+    def __init__(self, name: str, seed: int, salt: int = 0) -> None:
+        self.name, self.seed, self.salt = name, seed, salt
+        self._inner = make_sampler(name, trial_seed(seed, -1, salt))  # -1: before any trial; checks the name
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner = make_sampler(self.name, trial_seed(self.seed, trial.number, self.salt))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+                        ) -> dict[str, Any]:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
 
 
 def rung_steps(steps: int) -> list[int]:

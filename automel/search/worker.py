@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 
 from automel.errors import StudyError
+from automel.home import check_study_name
 from automel.registry import Registry, default_registry
 from automel.search.record import StudyRecord
 from automel.search.runner import OpenedSearch, SearchOptions, attach_study
@@ -34,6 +35,7 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     ``registry`` (default: :func:`default_registry`, the installed plugins) must hold every plugin the
     study's space names; the worker's trials sample and build from it.
     """
+    check_study_name(name)
     registry = registry if registry is not None else default_registry()
     select_device(device)  # a bad --device fails before anything is opened
     loaded = _load(url, name)

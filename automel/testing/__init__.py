@@ -12,6 +12,8 @@ encoders and poolings get ``x (B, T, in_dim)`` and ``mask (B, T)`` (True = real 
 plugin that lets padding leak into real frames fails the masking check loudly: in eval mode (each
 utterance alone against it in a padded batch) and in train mode with dropout off (one batch padded to
 two lengths: real outputs and buffers such as BatchNorm running statistics must not move).
+``check_plugin(MyEncoder, export=True)`` also exports a small model of the plugin to ONNX and TorchScript
+and compares it with PyTorch (:func:`check_export`; ONNX needs the ``automel[onnx]`` extra).
 :mod:`automel.layers` has the masked building blocks that pass both (``masked_fill_padding``,
 ``masked_mean``, ``MaskedBatchNorm1d``).
 
@@ -24,6 +26,7 @@ from automel.testing._contract import (
     IN_DIM,
     NUM_CLASSES,
     check_eval_masking,
+    check_export,
     check_gradients,
     check_masking_invariance,
     check_plugin,
@@ -31,6 +34,7 @@ from automel.testing._contract import (
     check_state_dict_roundtrip,
     check_suggest_roundtrip,
     check_train_masking,
+    export_model_of,
     sample_configs,
 )
 from automel.testing._kinds import LENGTHS
@@ -41,6 +45,7 @@ __all__ = [
     "LENGTHS",
     "NUM_CLASSES",
     "check_eval_masking",
+    "check_export",
     "check_gradients",
     "check_masking_invariance",
     "check_plugin",
@@ -48,5 +53,6 @@ __all__ = [
     "check_state_dict_roundtrip",
     "check_suggest_roundtrip",
     "check_train_masking",
+    "export_model_of",
     "sample_configs",
 ]

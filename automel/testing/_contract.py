@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from automel.errors import ExportError
 from automel.plugin import Plugin, set_head_progress
 from automel.testing._kinds import ADAPTERS, LENGTHS, PAD_SCALE, KindAdapter, label
 
@@ -305,6 +308,61 @@ def check_state_dict_roundtrip(
     )
 
 
+# The other two plugins of the small model that check_export builds around the plugin under test.
+EXPORT_COMPANIONS: dict[str, str] = {"encoder": "transformer", "pooling": "mean", "head": "softmax"}
+
+
+def export_model_of(plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None,
+                    num_classes: int = NUM_CLASSES) -> nn.Module:
+    """A small :class:`automel.model.SpeakerModel` of ``plugin`` (with ``config``) and the built-in
+    :data:`EXPORT_COMPANIONS`, after one training forward on a padded batch (so running statistics are
+    not the defaults), in eval mode. ``in_dim`` sets the mel bins when ``plugin`` is an encoder."""
+    from automel.model import build_model
+    from automel.registry import Registry
+
+    config = config if config is not None else plugin.config_cls()
+    registry = Registry()
+    registry.load_builtins()
+    if plugin.name in registry.names(plugin.kind):
+        registry.unregister(plugin.kind, plugin.name)  # the plugin under test wins over a built-in of its name
+    registry.register(plugin, distribution="automel.testing")
+    params = {**EXPORT_COMPANIONS, plugin.kind: plugin.name, **plugin.to_params(config)}
+    n_mels = in_dim if in_dim is not None and plugin.kind == "encoder" else ADAPTERS["encoder"].in_dim
+    with _seeded():
+        model = build_model(params, n_mels, num_classes, registry)
+        set_head_progress(model, 1.0)
+        mask = torch.arange(max(LENGTHS)).unsqueeze(0) < torch.tensor(LENGTHS).unsqueeze(1)
+        x = ADAPTERS["encoder"].inputs(mask, n_mels)
+        with torch.no_grad():
+            _without_dropout(model.train())(x, mask)
+    return model.eval()
+
+
+def check_export(plugin: type[Plugin], config: Any = None, *, in_dim: int | None = None,
+                 num_classes: int = NUM_CLASSES, formats: Iterable[str] | None = None) -> None:
+    """The plugin exports: a small model of it (:func:`export_model_of`) written as ONNX and TorchScript
+    (or ``formats``) gives, on padded batches of other sizes than it was traced with, the logits and
+    embeddings of PyTorch to within 1e-4 (:func:`automel.exporting.check_parity`).
+
+    A plugin that cannot export fails with the exporter's reason. A missing ``automel[onnx]`` extra is
+    an :class:`~automel.errors.ExportError` (not the plugin's fault): pass ``formats=["torchscript"]``
+    to check without it.
+    """
+    from automel.exporting import FORMATS, export_model, require_formats
+
+    chosen = require_formats(list(formats) if formats is not None else list(FORMATS))
+    model = export_model_of(plugin, config, in_dim=in_dim, num_classes=num_classes)
+    n_mels = in_dim if in_dim is not None and plugin.kind == "encoder" else ADAPTERS["encoder"].in_dim
+    others = " + ".join(f"{kind} '{name}'" for kind, name in EXPORT_COMPANIONS.items() if kind != plugin.kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in chosen:
+            try:
+                with _seeded():
+                    export_model(model, Path(tmp), fmt, n_mels, what=f"{label(plugin)} (with {others})")
+            except ExportError as exc:
+                raise AssertionError(str(exc)) from exc
+
+
 CHECKS: tuple[Callable[..., None], ...] = (
     check_shapes,
     check_masking_invariance,
@@ -314,12 +372,16 @@ CHECKS: tuple[Callable[..., None], ...] = (
 
 
 def check_plugin(
-    plugin: type[Plugin], *, in_dim: int | None = None, num_classes: int = NUM_CLASSES, n_sampled: int = 2
+    plugin: type[Plugin], *, in_dim: int | None = None, num_classes: int = NUM_CLASSES, n_sampled: int = 2,
+    export: bool = False,
 ) -> None:
     """All checks: the search-space round trip, then every module check on the default config and on
-    ``n_sampled`` configs drawn from the plugin's own search space."""
+    ``n_sampled`` configs drawn from the plugin's own search space; with ``export``, :func:`check_export`
+    on each of them too (it needs the ``automel[onnx]`` extra)."""
     check_suggest_roundtrip(plugin)
     configs = [plugin.config_cls(), *(config for _, config in sample_configs(plugin, n_sampled))]
     for config in configs:
         for check in CHECKS:
             check(plugin, config, in_dim=in_dim, num_classes=num_classes)
+        if export:
+            check_export(plugin, config, in_dim=in_dim, num_classes=num_classes)

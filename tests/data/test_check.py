@@ -203,11 +203,92 @@ def duplicate_feature_path(root: Path) -> tuple[str, tuple[str, ...]]:
     return entry["feature_path"], ("duplicate",)
 
 
-def empty_test_set(root: Path) -> tuple[str, tuple[str, ...]]:
+def held_out_list_missing(root: Path) -> tuple[str, tuple[str, ...]]:
     testdata = load_json(root / "testdata.json")
-    testdata["utterances"] = []
+    del testdata["utterances"]
     save_json(root / "testdata.json", testdata)
-    return "testdata.json", ("empty",)
+    return "testdata.json", ("utterances",)
+
+
+def held_out_n_mels_differs(root: Path) -> tuple[str, tuple[str, ...]]:
+    testdata = load_json(root / "testdata.json")
+    testdata["n_mels"] = 80
+    save_json(root / "testdata.json", testdata)
+    return "testdata.json", ("n_mels", "80", "40")
+
+
+def held_out_also_in_training(root: Path) -> tuple[str, tuple[str, ...]]:
+    meta = load_json(root / "metadata.json")
+    entry = load_json(root / "testdata.json")["utterances"][4]
+    meta["speakers"]["id10003"].append(entry)
+    save_json(root / "metadata.json", meta)
+    return entry["feature_path"], ("training", "test")
+
+
+def speaker_not_a_list(root: Path) -> tuple[str, tuple[str, ...]]:
+    meta = load_json(root / "metadata.json")
+    meta["speakers"]["id10009"] = {"feature_path": "x.pt"}
+    save_json(root / "metadata.json", meta)
+    return "metadata.json", ("id10009", "list")
+
+
+def speaker_with_two_ids(root: Path) -> tuple[str, tuple[str, ...]]:
+    mapping = load_json(root / "mapping.json")
+    mapping["id2speaker"]["3"] = mapping["id2speaker"]["2"]
+    save_json(root / "mapping.json", mapping)
+    return "mapping.json", (mapping["id2speaker"]["2"], "2 ids")
+
+
+def text_file_pt(root: Path) -> tuple[str, tuple[str, ...]]:
+    """A text file named .pt: KeyError escaped the weights-only unpickler."""
+    name = train_names(root)[13]
+    (root / name).write_text("hello world\n", encoding="utf-8")
+    return name, ("not a torch tensor file",)
+
+
+def passwd_copy_pt(root: Path) -> tuple[str, tuple[str, ...]]:
+    """/etc/passwd's bytes in a .pt: IndexError escaped the weights-only unpickler."""
+    name = train_names(root)[14]
+    (root / name).write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    return name, ("not a torch tensor file",)
+
+
+def json_text_pt(root: Path) -> tuple[str, tuple[str, ...]]:
+    """The weights-only unpickler's reason comes on a line of its own: it must still reach the message."""
+    name = held_out_names(root)[8]
+    (root / name).write_text('{"features": [1, 2, 3]}', encoding="utf-8")
+    return name, ("refused: not a plain tensor file (Unsupported operand",)
+
+
+def bit_flip_in_the_tensor_data(root: Path) -> tuple[str, tuple[str, ...]]:
+    """torch.load never checks the archive's CRCs: a flipped bit would load as a silently wrong value."""
+    name = train_names(root)[15]
+    data = bytearray((root / name).read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (root / name).write_bytes(bytes(data))
+    return name, ("corrupt", "CRC")
+
+
+def symlink_outside(root: Path) -> tuple[str, tuple[str, ...]]:
+    name = train_names(root)[16]
+    outside = root.parent / "outside.pt"
+    (root / name).replace(outside)
+    (root / name).symlink_to(outside)
+    return name, ("refused", "symbolic link", "outside the data set")
+
+
+def symlink_loop(root: Path) -> tuple[str, tuple[str, ...]]:
+    name = held_out_names(root)[3]
+    (root / name).unlink()
+    (root / name).symlink_to(root / name)
+    return name, ("cannot be read",)
+
+
+def folder_named_pt(root: Path) -> tuple[str, tuple[str, ...]]:
+    name = held_out_names(root)[6]
+    (root / name).unlink()
+    (root / name).mkdir()
+    return name, ("not a regular file",)
 
 
 def metadata_not_json(root: Path) -> tuple[str, tuple[str, ...]]:
@@ -219,7 +300,9 @@ def metadata_not_json(root: Path) -> tuple[str, tuple[str, ...]]:
 CORRUPTIONS: list[Corruption] = [
     missing_pt, dict_pt, truncated_pt, wrong_n_mels, one_dimensional, mel_len_mismatch, nan_values,
     inf_values, speaker_missing_from_mapping, ids_not_contiguous, id_not_a_plain_integer, empty_speaker,
-    duplicate_feature_path, empty_test_set, metadata_not_json,
+    duplicate_feature_path, held_out_list_missing, held_out_n_mels_differs, held_out_also_in_training,
+    speaker_not_a_list, speaker_with_two_ids, text_file_pt, passwd_copy_pt, json_text_pt, bit_flip_in_the_tensor_data,
+    symlink_outside, symlink_loop, folder_named_pt, metadata_not_json,
 ]
 
 
@@ -228,6 +311,27 @@ def test_each_problem_is_a_line_naming_its_file(cli: CliRunner, sample_copy: Pat
     name, words = corrupt(sample_copy)
     lines = check_fails(cli, sample_copy)
     assert naming(lines, str(sample_copy / name), *words), (name, words, lines)
+    assert not any(line.endswith("()") for line in lines), lines  # every reason is filled in
+
+
+@pytest.mark.parametrize("how", ["absent", "empty"])
+def test_no_test_utterances_is_valid(cli: CliRunner, sample_copy: Path, how: str) -> None:
+    """testdata.json is optional (every command opens such a data set): absent or empty, no test utterances."""
+    if how == "absent":
+        (sample_copy / "testdata.json").unlink()
+    else:
+        save_json(sample_copy / "testdata.json", {"n_mels": 40, "utterances": []})
+    code, out, err = run(cli, "data", "check", sample_copy)
+    assert code == 0, err
+    assert re.search(r"\btest utterances\b\W+0\b", out), out
+
+
+def test_symlink_inside_the_data_set_is_followed(cli: CliRunner, sample_copy: Path) -> None:
+    name = train_names(sample_copy)[2]
+    (sample_copy / name).replace(sample_copy / "kept.pt")
+    (sample_copy / name).symlink_to("kept.pt")
+    code, _, err = run(cli, "data", "check", sample_copy)
+    assert code == 0, err
 
 
 def test_two_problems_give_two_lines(cli: CliRunner, sample_copy: Path) -> None:

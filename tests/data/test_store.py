@@ -283,6 +283,47 @@ def test_speaker_missing_from_mapping_raises(sample_copy: Path, home: Path) -> N
         open_store(sample_copy, home)
 
 
+def test_mel_len_disagreeing_with_the_tensor_stops_the_build(sample_copy: Path, home: Path) -> None:
+    """The per-file checks of ``data check`` run when the cache is built, not only in ``data check``."""
+    meta = load_json(sample_copy / "metadata.json")
+    entry = meta["speakers"]["id10004"][0]
+    entry["mel_len"] += 3
+    (sample_copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=re.escape(str(sample_copy / entry["feature_path"])) + ".*mel_len"):
+        open_store(sample_copy, home)
+    assert list((home / "cache").iterdir()) == []
+
+
+def test_symlink_outside_the_data_set_is_refused_unread(sample_copy: Path, home: Path, tmp_path: Path) -> None:
+    name = load_json(sample_copy / "metadata.json")["speakers"]["id10001"][0]["feature_path"]
+    (sample_copy / name).replace(tmp_path / "elsewhere.pt")
+    (sample_copy / name).symlink_to(tmp_path / "elsewhere.pt")
+    with pytest.raises(DataError, match=re.escape(str(sample_copy / name)) + ": refused: a symbolic link"):
+        open_store(sample_copy, home)
+
+
+def test_empty_speaker_is_refused_on_every_open(sample_copy: Path, home: Path) -> None:
+    meta = load_json(sample_copy / "metadata.json")
+    meta["speakers"]["id10006"] = []
+    (sample_copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=re.escape(str(sample_copy / "metadata.json")) + ".*'id10006' is empty"):
+        open_store(sample_copy, home)
+    assert not (home / "cache").exists()  # refused before any cache work
+
+
+def test_without_testdata_json_the_store_has_no_test_utterances(sample_copy: Path, hw4_sample: Path,
+                                                                 home: Path) -> None:
+    for entry in load_json(sample_copy / "testdata.json")["utterances"]:
+        (sample_copy / entry["feature_path"]).unlink()
+    (sample_copy / "testdata.json").unlink()
+    store = open_store(sample_copy, home)
+    assert store.dataset.test == () and store.test_indices().size == 0
+    assert len(store.train_indices()) == 203
+    full = open_store(hw4_sample, home)
+    assert torch.equal(store.features, full.features[: store.features.shape[0]])  # train rows come first
+    assert store.content_id != full.content_id
+
+
 def test_to_meta_moves_every_tensor(hw4_sample: Path, home: Path) -> None:
     store = open_store(hw4_sample, home)
     moved = store.to("meta")

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.serial
 
 
 def test_journal_url_opens_a_heartbeat_journal(tmp_path: Path) -> None:
-    storage = open_storage(f"journal:{tmp_path / 'sub' / 's.log'}", grace_period=6)
+    storage = open_storage(f"journal:{tmp_path / 'sub' / 's.log'}", grace_period=6, create_dirs=True)
     assert isinstance(storage, HeartbeatJournalStorage)
     assert storage.get_heartbeat_interval() == 2 and (tmp_path / "sub").is_dir()
     with pytest.raises(StudyError, match="needs a file path"):
