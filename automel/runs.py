@@ -110,6 +110,12 @@ def read_record(run_dir: Path) -> RunRecord:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not an automel config (a JSON {type(data).__name__}, not an object)")
     return RunRecord.from_json(data, path)
 
 

@@ -307,17 +307,9 @@ BROKEN: dict[str, tuple[Callable[[Path], Any], str]] = {
     "config not UTF-8": (lambda d: _config(d).write_bytes(b"\xff\xfe{\x00}\x00"), "config.json"),
     "config a JSON list": (lambda d: _config(d).write_text("[1, 2]"), "config.json"),
 }
-# Broken in automel/runs.py (read_record), which this change does not touch: a traceback today.
-STILL_BROKEN = {
-    "config not UTF-8": "read_record lets UnicodeDecodeError out",
-    "config a JSON list": "read_record calls .get on a non-object",
-}
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=STILL_BROKEN[name], strict=True) if name in STILL_BROKEN else ())
-    for name in BROKEN
-])
+@pytest.mark.parametrize("case", list(BROKEN))
 def test_predict_on_a_broken_or_hostile_model_folder(cli: CliRunner, model: Path, shared_home: Path, tmp_path: Path,
                                                      case: str) -> None:
     broken = tmp_path / "model"

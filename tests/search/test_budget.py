@@ -102,9 +102,13 @@ def test_time_limited_search_refits_on_all_data_and_accounts_for_its_budget(
 
 @pytest.fixture
 def searched(cli: CliRunner, hw4_sample: Path, isolated_home: Path) -> Path:
-    """A finished study without refit: its export is the best trial itself."""
+    """A finished study without refit: its export is the best trial itself.
+
+    No pruning, so all four trials complete and the ensemble test has several candidates whatever the
+    sampler draws.
+    """
     code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "s", "--trials", 4, "--steps-per-trial", 36,
-                          "--no-refit", "--no-portfolio", "--seed", 3, *FAST)
+                          "--no-refit", "--no-portfolio", "--seed", 3, *FAST, "--pruner", "none")
     assert code == 0, stderr
     return isolated_home / "s" / "best"
 
