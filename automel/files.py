@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from automel.errors import ConfigError, DiskError
+from automel.errors import ConfigError, DataError, DiskError
 
-__all__ = ["atomic_folder", "current_umask", "honour_umask", "owned_tempdir", "owner", "sweep_leftovers"]
+__all__ = ["atomic_folder", "current_umask", "honour_umask", "owned_tempdir", "owner", "read_user_text",
+           "sweep_leftovers"]
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +158,20 @@ def alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def read_user_text(path: Path, noun: str) -> str:
+    """The text of a file the user hands over (a submission, a trial list, a manifest), read as editors and
+    spreadsheets save it: UTF-8 with or without a byte-order mark. Anything else is a one-line
+    :class:`DataError` naming ``path`` and the ``noun`` it should be (``"trial list"``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a {noun}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {noun} not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:  # no permission, a device
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automel.errors import DataError
+from automel.files import read_user_text
 
 HEADER = ["Id", "Category"]
 
@@ -29,16 +30,7 @@ def read_submission(path: Path) -> dict[str, str]:
     stripped, blank lines (a trailing one, as editors add) skipped.
     """
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not an Id,Category CSV file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:  # no permission, a device
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = read_user_text(path, "Id,Category CSV file")
     reader = csv.reader(io.StringIO(text))
     result: dict[str, str] = {}
     header_seen = False

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from automel.errors import DataError
+from automel.files import read_user_text
 from automel.inference import InputItem, SpeakerInference, atomic_file
 
 __all__ = [
@@ -98,16 +99,7 @@ class VerificationResult:
 def read_trials(path: Path) -> TrialList:
     """Parse a trial list and check that every file it names exists; :class:`DataError` naming the problem."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a trial list")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: trial list not found") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = read_user_text(path, "trial list")
     trials: list[Trial] = []
     width: int | None = None
     for number, line in enumerate(text.splitlines(), start=1):

@@ -29,6 +29,7 @@ import numpy as np
 from automel.data.frontend import SAMPLE_RATE, FbankParams, compute_fbank, load_audio
 from automel.data.layout import DatasetWriter, choose_test_keys
 from automel.errors import ConfigError, DataError, DiskError
+from automel.files import read_user_text
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 SPLITS = ("train", "test")
@@ -159,12 +160,7 @@ def scan_folder(src: Path, speaker_regex: str | None, skipped: list[tuple[Path, 
 
 def read_manifest(manifest: Path) -> list[AudioSource]:
     """Parse a CSV ``path,speaker[,split]`` (optional header); relative paths resolve against its folder."""
-    if not manifest.is_file():
-        raise DataError(f"{manifest}: manifest not found")
-    try:
-        text = manifest.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{manifest}: cannot read the manifest ({exc})") from None
+    text = read_user_text(manifest, "manifest")
     reader = csv.reader(io.StringIO(text))
     width: int | None = None
     header_possible = True
