@@ -46,14 +46,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:D
 ort = pytest.importorskip("onnxruntime", reason="ONNX export is the automel[onnx] extra: pip install 'automel[onnx]'")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def padded(lengths: tuple[int, ...], n_mels: int = N_MELS, seed: int = 7) -> tuple[Tensor, Tensor]:
     """Variable-length utterances; padded frames hold large noise, so a leak shows."""
     generator = torch.Generator().manual_seed(seed)

@@ -11,11 +11,9 @@ registry with autoload on, as in ``test_contract.py``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 
 from automel import testing
 from automel.exporting import FORMATS
@@ -49,14 +47,6 @@ def _cases() -> list[Any]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if {"plugin", "config", "fmt"} <= set(metafunc.fixturenames):
         metafunc.parametrize(("plugin", "config", "fmt"), _cases())
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_plugin_exports_with_parity(plugin: type[Plugin], config: Any, fmt: str) -> None:
