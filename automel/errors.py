@@ -237,6 +237,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (sent by Slurm, Kubernetes, systemd, ``timeout``): handled like Ctrl-C; the command exits 143."""
 
 
+class Interrupted(AutomelError):
+    """A search or refit stopped by Ctrl-C or SIGTERM once its state was consistent; the message says how to
+    go on. The CLI exits 130 (143 after SIGTERM)."""
+
+    exit_code = 130
+
+
 class ExportError(AutomelError):
     """A model cannot be written in a deployable format (ONNX, TorchScript), or the format is unknown or its
     optional extra (``automel[onnx]``) is not installed; nothing was written."""

@@ -27,7 +27,7 @@ import socket
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import cast
 
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from automel.data.batching import PAD_VALUE
-from automel.data.features import load_feature
+from automel.data.features import checked_features, load_feature
 from automel.data.frontend import FbankParams, compute_fbank, load_audio
 from automel.data.layout import METADATA, read_dataset
 from automel.data.prepare import AUDIO_SUFFIXES
@@ -60,15 +60,21 @@ CHUNK = 512  # inputs featurised at a time: memory stays bounded for a folder of
 
 @dataclass(frozen=True)
 class InputItem:
-    """One utterance to run: its id in the output and the file it comes from (audio or ``.pt``)."""
+    """One utterance to run: its id in the output and the file it comes from (audio or ``.pt``), or its
+    features ``(T, n_mels)`` in memory (:meth:`of_features`; then ``path`` only names it in messages)."""
 
     id: str
     path: Path
     inside: Path | None = None  # a data set's folder: a symbolic link leading out of it is refused unread
+    array: np.ndarray | torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of_features(cls, id: str, features: np.ndarray | torch.Tensor) -> InputItem:
+        return cls(id, Path(f"<{id}>"), array=features)
 
     @property
     def is_audio(self) -> bool:
-        return self.path.suffix.lower() in AUDIO_SUFFIXES
+        return self.array is None and self.path.suffix.lower() in AUDIO_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,11 @@ class Prediction:
     id: str
     speakers: tuple[str, ...]
     probabilities: tuple[float, ...]
+
+    @property
+    def speaker(self) -> str:
+        """The most probable speaker."""
+        return self.speakers[0]
 
 
 def collect_inputs(inputs: Sequence[Path]) -> list[InputItem]:
@@ -221,6 +232,8 @@ class SpeakerInference:
 
     def features(self, item: InputItem) -> np.ndarray:
         """``(T, n_mels)`` float32 of one input: audio through the model's front end, ``.pt`` as stored."""
+        if item.array is not None:
+            return checked_features(item.array, self.record.n_mels, f"input {item.id!r}")
         if item.is_audio:
             return featurize_audio(item.path, self.frontend)
         return load_feature(item.path, self.record.n_mels, inside=item.inside)

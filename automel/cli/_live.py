@@ -13,34 +13,35 @@ from types import TracebackType
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from automel.cli._progress import add_training_task, progress_hook, training_progress
+from automel.search.leaderboard import format_size, leaderboard_rows, trial_line
 from automel.search.runner import FINISHED, SearchEvents, is_surplus, state_counts
-
-KEY_PARAMS = ("train.lr", "train.batch_size", "train.segment_len")
 
 
 def leaderboard(study: optuna.Study, top: int = 5) -> Table:
+    """The best ``top`` trials as a table; ``*`` marks the accuracy × size Pareto front (see ``export --pareto``)."""
+    rows = leaderboard_rows(study, top)
+    sized = any(row.n_params is not None for row in rows)
+    timed = any(row.latency_ms is not None for row in rows)
     table = Table(title="Leaderboard", title_justify="left")
-    for column in ("#", "encoder", "pooling", "head", "key parameters", "valid acc", "steps", "time"):
+    columns = ["#", "encoder", "pooling", "head", "key parameters", "valid acc", "steps", "time"]
+    columns += ["params", "pareto"] if sized else []
+    columns += ["ms/3 s"] if timed else []
+    for column in columns:
         table.add_column(column)
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    for trial in sorted(complete, key=lambda t: -(t.value or 0.0))[:top]:
-        p = trial.params
-        key = "  ".join(f"{k.split('.')[-1]}={_fmt(p[k])}" for k in KEY_PARAMS if k in p)
-        table.add_row(str(trial.number), p.get("encoder", "?"), p.get("pooling", "?"), p.get("head", "?"), key,
-                      f"{trial.value:.2%}", str(trial.user_attrs.get("steps", "")),
-                      f"{trial.user_attrs.get('seconds', 0):.0f} s")
+    for row in rows:
+        cells = [str(row.trial), row.encoder, row.pooling, row.head, row.key_params(), f"{row.valid_acc:.2%}",
+                 str(row.steps if row.steps is not None else ""), f"{row.seconds or 0:.0f} s"]
+        cells += [format_size(row.n_params), "*" if row.pareto else ""] if sized else []
+        cells += [f"{row.latency_ms:.1f}" if row.latency_ms is not None else ""] if timed else []
+        table.add_row(*cells)
     return table
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.1e}" if isinstance(value, float) else str(value)
 
 
 class LiveView:
@@ -114,27 +115,6 @@ def search_view(trials: int, elapsed: Callable[[], float] | None = None) -> Live
         return LiveView(trials, err_console)
     started = time.monotonic()
     return PlainView(trials, console, elapsed or (lambda: time.monotonic() - started))
-
-
-def trial_line(trial: FrozenTrial, finished: int, target: int, elapsed: float | None = None) -> str:
-    """``trial 4 COMPLETE: valid 83.33%, 120 steps, 4.1 s [5/200 finished, 25 s elapsed]``."""
-    if trial.state == TrialState.FAIL:
-        fields = [str(trial.user_attrs.get("fail_reason", "no reason recorded"))]
-    else:
-        last = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
-        value = trial.value if trial.value is not None else last
-        fields = [f"valid {value:.2%}" if value is not None else "not validated"]
-        if "pruned_reason" in trial.user_attrs:
-            fields.append(str(trial.user_attrs["pruned_reason"]))
-    steps = trial.user_attrs.get("steps", trial.last_step)
-    if steps is not None:
-        fields.append(f"{steps} steps")
-    duration = trial.duration.total_seconds() if trial.duration is not None else None
-    seconds = trial.user_attrs.get("seconds", duration)
-    if seconds is not None:
-        fields.append(f"{seconds:.1f} s")
-    where = f"{finished}/{target} finished" + (f", {elapsed:.0f} s elapsed" if elapsed is not None else "")
-    return f"trial {trial.number} {trial.state.name}: {', '.join(fields)} [{where}]"
 
 
 class PlainView:

@@ -17,11 +17,14 @@ from rich.table import Table
 
 from automel.cli._common import console
 from automel.cli._output import Format, print_csv, print_json, print_table
+from automel.search.constraints import LATENCY_ATTR, PARAMS_ATTR
+from automel.search.leaderboard import front_rows
 from automel.search.runner import is_surplus, state_counts
 
 STUDY_COLUMNS = ("study", "storage", "dataset", "dataset_kind", "complete", "pruned", "failed", "running",
                  "best_trial", "best_valid_acc", "last_update")
-TRIAL_COLUMNS = ("rank", "trial", "state", "valid_acc", "steps", "seconds", "started", "completed", "fail_reason")
+TRIAL_COLUMNS = ("rank", "trial", "state", "valid_acc", "steps", "seconds", "n_params", "latency_ms", "pareto",
+                 "started", "completed", "fail_reason", "pruned_reason")
 
 
 def print_studies(home: Path, fmt: Format) -> None:
@@ -92,17 +95,21 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     ranked = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
                     key=lambda t: (-(t.value or 0.0), t.number))
     numbers = {t.number for t in ranked}
+    front = {row.trial for row in front_rows(study)}
     rest = sorted((t for t in trials if t.number not in numbers), key=lambda t: t.number)
-    return [_trial_row(t, rank) for rank, t in enumerate(ranked, 1)] + [_trial_row(t, None) for t in rest]
+    return ([_trial_row(t, rank, t.number in front) for rank, t in enumerate(ranked, 1)]
+            + [_trial_row(t, None, False) for t in rest])
 
 
-def _trial_row(trial: FrozenTrial, rank: int | None) -> dict[str, Any]:
+def _trial_row(trial: FrozenTrial, rank: int | None, pareto: bool) -> dict[str, Any]:
     attrs = trial.user_attrs
     return {"rank": rank, "trial": trial.number, "state": trial.state.name, "valid_acc": trial.value,
             "steps": attrs.get("steps", trial.last_step), "seconds": attrs.get("seconds"),
+            "n_params": attrs.get(PARAMS_ATTR), "latency_ms": attrs.get(LATENCY_ATTR), "pareto": pareto,
             "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
             "completed": trial.datetime_complete.isoformat(timespec="seconds") if trial.datetime_complete else None,
             "fail_reason": attrs.get("fail_reason") if trial.state == TrialState.FAIL else None,
+            "pruned_reason": attrs.get("pruned_reason") if trial.state == TrialState.PRUNED else None,
             "params": dict(trial.params)}
 
 

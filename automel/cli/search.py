@@ -16,7 +16,6 @@ from automel.cli._common import (
     handle_errors,
     interrupted_exit,
     quiet_optuna,
-    resolve_data,
     warn_plugin_failures,
 )
 from automel.cli._output import FormatOption, output_format, print_table
@@ -24,7 +23,8 @@ from automel.cli._output import FormatOption, output_format, print_table
 if TYPE_CHECKING:
     import optuna
 
-    from automel.search.budget import Clock
+    from automel.search.job import SearchHooks
+    from automel.search.leaderboard import LeaderboardRow
 
 StudyOption = Annotated[str | None, typer.Option("--study", help="Study name [default: derived from the data set].")]
 StorageOption = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")]
@@ -68,6 +68,11 @@ def search(
     poolings: Annotated[str | None, typer.Option(
         help="Comma-separated pooling names [default: all installed].")] = None,
     heads: Annotated[str | None, typer.Option(help="Comma-separated head names [default: all installed].")] = None,
+    max_params: Annotated[int | None, typer.Option("--max-params",
+        help="Largest model (parameters, classifier included) the search may return.")] = None,
+    max_latency_ms: Annotated[float | None, typer.Option("--max-latency-ms",
+        help="Slowest model the search may return: CPU milliseconds for one 3 s utterance, measured once per "
+             "trial.")] = None,
     device: DeviceOption = "auto",
     deterministic: DeterministicOption = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and the trials.")] = 0,
@@ -81,64 +86,47 @@ def search(
     home: HomeOption = None,
 ) -> None:
     """Search encoders, poolings, heads and their parameters within a time limit; refit and export the best."""
-    import dataclasses
-    import time
+    from automel.api import search as run_search
+    from automel.errors import Interrupted
+    from automel.search.budget import DEFAULT_TIME_LIMIT_S, parse_duration
 
-    from automel.cli._live import search_view
-    from automel.cli.workers import run_parallel
-    from automel.exporting import require_formats
-    from automel.home import resolve_home
-    from automel.registry import default_registry
-    from automel.search.budget import (
-        DEFAULT_TIME_LIMIT_S,
-        Clock,
-        chance_stop,
-        check_time_limit,
-        parse_duration,
-        quality_named,
-        step_planner,
-    )
-    from automel.search.runner import SearchOptions, open_search, run_trials
-    from automel.train.device import select_device
-
-    export_formats = require_formats(formats)  # a bad format fails now, not after the search
     limit_text = time_limit if time_limit is not None else timeout
     limit_s = parse_duration(limit_text) if limit_text is not None else DEFAULT_TIME_LIMIT_S
-    check_time_limit(limit_s)
-    clock = Clock(limit_s, quality_named(quality), refit=refit)
-    options = SearchOptions(trials=trials, study=study, storage=storage, steps_per_trial=steps_per_trial,
-                            sampler=sampler, pruner=pruner, encoders=_names(encoders), poolings=_names(poolings),
-                            heads=_names(heads), device=device, seed=seed, keep=keep, grace_period=grace_period,
-                            portfolio=portfolio, deterministic=deterministic, create_dirs=create_dirs)
     console.print(f"automel search: time limit {_duration(limit_s)}{'' if limit_text else ' (the default)'}, "
                   f"quality {quality}, {'refit on all labelled data' if refit else 'no refit'}; "
                   f"at most {trials} trials", highlight=False, soft_wrap=True)
-    root, where = resolve_data(data, home), resolve_home(home)
     quiet_optuna()
     warn_plugin_failures()
-    registry = default_registry()  # one registry for the whole search: calibration, space and trials
-    planner = step_planner(clock, select_device(device), registry)
-    # Bad options and mismatched studies fail here.
-    opened = open_search(root, where, options, plan_steps=planner, registry=registry)
-    deadline = clock.search_deadline()
-    view = search_view(trials, clock.elapsed)  # the live view on a terminal, else one plain line per trial
-    if workers > 1:
-        timed = dataclasses.replace(options, timeout=max(1.0, deadline - time.monotonic()))
-        interrupted = run_parallel(opened, where, timed, workers, root, view)
-    else:
-        store = opened.work.store
-        with view.live:
-            outcome = run_trials(opened, where, options, view.events(), deadline=deadline,
-                                 stop_early=chance_stop(len(opened.work.split.valid), store.num_classes)
-                                 if refit else None)  # without a refit there is nothing better to do with the time
-        interrupted = outcome.interrupted
-        if outcome.stopped_because:
-            console.print(f"search ended early: {outcome.stopped_because}", highlight=False, soft_wrap=True)
-    clock.record("search", clock.elapsed())
-    _report_search(opened.study, opened.url)
-    if interrupted:  # Ctrl-C or SIGTERM: the running trial is failed with the reason; exit 130 or 143
-        raise interrupted_exit("the study is consistent; rerun the same command to resume")
-    _finish(opened.study, where, root, clock, refit, device, deterministic, export_formats)
+    try:
+        result = run_search(
+            data, time_limit=limit_s, quality=quality, trials=trials, refit=refit, study=study, storage=storage,
+            home=home, encoders=_names(encoders), poolings=_names(poolings), heads=_names(heads), sampler=sampler,
+            pruner=pruner, portfolio=portfolio, device=device, seed=seed, keep=keep, steps_per_trial=steps_per_trial,
+            workers=workers, formats=_names(formats) or (), max_params=max_params, max_latency_ms=max_latency_ms,
+            deterministic=deterministic, create_dirs=create_dirs, grace_period=grace_period, hooks=_hooks(trials))
+    except Interrupted as exc:  # Ctrl-C or SIGTERM: the running trial is failed with the reason; exit 130 or 143
+        raise interrupted_exit(str(exc)) from None
+    run = result.run
+    what = {"trial": "best trial", "refit": "refit model", "ensemble": "ensemble"}[result.kind]
+    console.print(f"exported the {what} (trials {', '.join(map(str, result.trials))}) to {result.path} in "
+                  f"{run.elapsed_s:.0f} s of {run.limit_s:.0f} s", highlight=False, soft_wrap=True)
+
+
+def _hooks(trials: int) -> SearchHooks:
+    """The CLI's view of a search: the live view on a terminal, else plain lines; the leaderboard at the end."""
+    import time
+
+    from automel.cli._live import say_plain, search_view
+    from automel.search.job import SearchHooks
+
+    started = time.monotonic()
+    view = search_view(trials, lambda: time.monotonic() - started)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    return SearchHooks(note=say, phase=say_plain, events=view.events(), watching=lambda: view.live,
+                       refresh=view.refresh, on_search_end=_report_search)
 
 
 def _duration(seconds: float) -> str:
@@ -158,38 +146,6 @@ def _report_search(study: optuna.Study, url: str) -> None:
                   f"{counts['pruned']} pruned, {counts['fail']} failed", highlight=False, soft_wrap=True)
     if counts["complete"]:
         print_table(leaderboard(study))
-
-
-def _finish(study: optuna.Study, home: Path, root: Path, clock: Clock, refit: bool, device: str,
-            deterministic: bool = False, formats: tuple[str, ...] = ()) -> None:
-    """Ensemble, refit and export within the clock; Ctrl-C keeps the search and says how to finish."""
-    import time
-
-    from automel.cli._live import say_plain
-    from automel.search.finish import FinishOptions, finish_study
-    from automel.search.record import append_budget_run
-    from automel.train.device import select_device
-
-    quality = clock.quality
-    options = FinishOptions(refit=refit, ensemble_size=quality.ensemble_size, refit_seeds=quality.refit_seeds,
-                            deterministic=deterministic, formats=formats)
-    started = time.monotonic()
-    say_plain(f"ensemble, refit and export started [{clock.elapsed():.0f} s elapsed]")
-    try:
-        result = finish_study(study, home, options, select_device(device), deadline=clock.finish_deadline(),
-                              data_root=root, note=lambda line: console.print(line, highlight=False, soft_wrap=True))
-    except KeyboardInterrupt:
-        raise interrupted_exit(f"after the search: every trial is saved and the previous export is intact; "
-                               f"run `automel refit --study {study.study_name}` to refit and export") from None
-    for phase, seconds in result.timings.items():
-        clock.record(phase, seconds)
-        if refit or phase != "refit":
-            say_plain(f"{phase} done in {seconds:.1f} s")
-    clock.record("other", max(0.0, time.monotonic() - started - sum(result.timings.values())))
-    append_budget_run(study, clock.summary())
-    what = {"trial": "best trial", "refit": "refit model", "ensemble": "ensemble"}[result.kind]
-    console.print(f"exported the {what} (trials {', '.join(str(m['trial']) for m in result.members)}) to "
-                  f"{result.path} in {clock.elapsed():.0f} s of {clock.limit_s:.0f} s", highlight=False, soft_wrap=True)
 
 
 def refit(
@@ -241,6 +197,9 @@ def export(
     model: Annotated[Path | None, typer.Option("--model",
         help="Write --format files of this run directory or export folder (into it, or into --out) "
              "instead of exporting a study's trial.")] = None,
+    pareto: Annotated[bool, typer.Option("--pareto",
+        help="List the accuracy × size Pareto front (also in `show --format json`); with --trial N, export N, "
+             "which must be on it.")] = False,
     home: HomeOption = None,
 ) -> None:
     """Export a trial: model.safetensors, config.json, a model card README.md and output.csv (and --format files)."""
@@ -248,7 +207,7 @@ def export(
 
     chosen_formats = require_formats(formats)  # an unknown format or a missing extra fails before any work
     if model is not None:
-        _export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None)
+        _export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None or pareto)
         return
     from automel.home import resolve_home
     from automel.search.export import export_trial, pick_trial
@@ -256,11 +215,44 @@ def export(
 
     where = resolve_home(home)
     loaded = load_study(where, study, storage)
+    if pareto:
+        front = _pareto_front(loaded, trial)
+        if trial is None:
+            _print_front(front)
+            return
     chosen = pick_trial(loaded, trial)
     target = out or where / loaded.study_name / "best"
     path, valid_acc = export_trial(loaded, where, chosen, target, replace=out is None, data_root=data,
                                    formats=chosen_formats)
     console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
+
+
+def _pareto_front(study: optuna.Study, trial: int | None) -> list[LeaderboardRow]:
+    """The study's accuracy × size front; :class:`StudyError` if it is empty or ``trial`` is not on it."""
+    from automel.errors import StudyError
+    from automel.search.leaderboard import front_rows
+
+    front = front_rows(study)
+    if not front:
+        raise StudyError(f"study '{study.study_name}' has no completed trial with a recorded size: no Pareto front")
+    if trial is not None and trial not in {row.trial for row in front}:
+        raise StudyError(f"trial {trial} is not on the Pareto front of study '{study.study_name}' (its trials: "
+                         f"{', '.join(str(row.trial) for row in front)})")
+    return front
+
+
+def _print_front(front: list[LeaderboardRow]) -> None:
+    from rich.table import Table
+
+    from automel.search.leaderboard import format_size
+
+    table = Table(title="Pareto front: accuracy × size (export one with --trial N)", title_justify="left")
+    for column in ("trial", "encoder", "pooling", "head", "valid acc", "params", "ms/3 s"):
+        table.add_column(column)
+    for row in front:
+        table.add_row(str(row.trial), row.encoder, row.pooling, row.head, f"{row.valid_acc:.2%}",
+                      format_size(row.n_params), "" if row.latency_ms is None else f"{row.latency_ms:.1f}")
+    print_table(table)
 
 
 def _export_folder(folder: Path, out: Path | None, formats: tuple[str, ...], given_study: bool) -> None:

@@ -1,4 +1,4 @@
-"""``automel worker`` and the ``--workers N`` side of ``automel search``."""
+"""``automel worker``: join a study beside other workers (``search --workers N`` starts them: automel.search.job)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from automel.cli._common import (
     DeviceOption,
     HomeOption,
     console,
-    err_console,
     handle_errors,
     interrupted_exit,
     quiet_optuna,
@@ -24,10 +23,6 @@ from automel.cli._common import (
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
-
-    from automel.cli._live import LiveView, PlainView
-    from automel.search.parallel import Worker
-    from automel.search.runner import OpenedSearch, SearchOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -82,7 +77,7 @@ def worker(
 
 def _print_trial(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
     """One plain line per trial this worker finishes (a worker's output is a log, not a terminal view)."""
-    from automel.cli._live import trial_line
+    from automel.search.leaderboard import trial_line
     from automel.search.runner import is_surplus, state_counts
 
     started = time.monotonic()
@@ -93,42 +88,6 @@ def _print_trial(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
                           markup=False, highlight=False, soft_wrap=True)
 
     return on_trial_end
-
-
-def run_parallel(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int, data_root: Path,
-                 view: LiveView | PlainView | None = None) -> bool:
-    """Run the search in ``workers`` worker processes with a combined view (live, or plain lines off a
-    terminal); True if interrupted."""
-    from automel.cli._live import search_view
-    from automel.search.parallel import launch_workers, wait_workers
-
-    started = launch_workers(opened, home, options, workers, data_root)
-    where = ", ".join(sorted({w.device for w in started}))
-    err_console.print(f"{workers} workers on {where} ({started[0].threads} threads each); logs in "
-                      f"{started[0].log.parent}", highlight=False, soft_wrap=True)
-    view = view or search_view(options.trials)
-    view.events().on_start(opened.study, opened.steps)
-    try:
-        with view.live:
-            codes = wait_workers(started, lambda: view.refresh(opened.study))
-    except KeyboardInterrupt:
-        return True
-    _report_failed_workers(started, codes)
-    return False
-
-
-def _report_failed_workers(started: list[Worker], codes: list[int]) -> None:
-    from automel.errors import StudyError
-    from automel.search.parallel import last_line
-
-    failed = [(w, c) for w, c in zip(started, codes, strict=True) if c != 0]
-    if failed and len(failed) == len(started):
-        worker, code = failed[0]
-        raise StudyError(f"all {len(started)} workers failed; worker {worker.index} exited {code}: "
-                         f"{last_line(worker.log)} (log: {worker.log})")
-    for worker, code in failed:
-        err_console.print(f"worker {worker.index} exited {code}: {last_line(worker.log)} (log: {worker.log})",
-                          highlight=False)
 
 
 def _export(study: optuna.Study, home: Path, data: Path | None) -> None:

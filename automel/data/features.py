@@ -62,15 +62,25 @@ def load_feature(path: Path, n_mels: int, inside: Path | None = None) -> np.ndar
         raise DataError(f"{path}: refused: not a plain tensor file ({_refusal_reason(exc)})") from None
     except Exception as exc:  # the loaders raise almost anything on garbage (KeyError, IndexError, ...)
         raise DataError(f"{path}: corrupt, truncated or not a torch tensor file ({_reason(exc)})") from None
+    return checked_features(obj, n_mels, str(path))
+
+
+def checked_features(obj: object, n_mels: int, where: str) -> np.ndarray:
+    """``obj`` (a tensor or array) as float32 ``(T, n_mels)``; :class:`DataError` starting with ``where``
+    if it is no float matrix of that width, is empty, or holds NaN or inf."""
+    import torch
+
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(obj)
     if not isinstance(obj, torch.Tensor):
-        raise DataError(f"{path}: holds a {type(obj).__name__}, not a tensor")
+        raise DataError(f"{where}: holds a {type(obj).__name__}, not a tensor")
     if not obj.is_floating_point():
-        raise DataError(f"{path}: tensor has dtype {obj.dtype}, expected a float tensor")
+        raise DataError(f"{where}: tensor has dtype {obj.dtype}, expected a float tensor")
     if obj.ndim != 2 or obj.shape[1] != n_mels or obj.shape[0] == 0:
-        raise DataError(f"{path}: shape {tuple(obj.shape)}, expected (T>0, {n_mels})")
-    array = obj.detach().to(torch.float32).numpy()
+        raise DataError(f"{where}: shape {tuple(obj.shape)}, expected (T>0, {n_mels})")
+    array = obj.detach().cpu().to(torch.float32).numpy()
     if not np.isfinite(array).all():
-        raise DataError(f"{path}: contains NaN or inf values")
+        raise DataError(f"{where}: contains NaN or inf values")
     return array
 
 

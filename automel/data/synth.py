@@ -114,9 +114,16 @@ def _tune_allocator() -> None:
         pass
 
 
+def _spawn_can_start() -> bool:
+    """Whether spawned workers can start: they re-import ``__main__`` from its file, which a script read from
+    stdin does not have (a notebook, ``python -c`` or ``-m`` and a script file are fine)."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.isfile(main_file)
+
+
 def _per_speaker(spec: SynthSpec, jobs: int) -> Generator[list[np.ndarray], None, None]:
     """Each speaker's features, in speaker order, computed by ``jobs`` processes (in-process for 1)."""
-    if jobs <= 1:
+    if jobs <= 1 or not _spawn_can_start():
         for speaker in range(spec.speakers):
             yield synthesise_speaker(spec.seed, speaker, spec.utterances)
         return
@@ -166,8 +173,10 @@ def generate_corpus(
         return writer.commit()
 
 
-def default_corpus(home: Path, spec: SynthSpec | None = None, jobs: int | None = None) -> Path:
-    """The embedded corpus (``SynthSpec()`` unless ``spec``), generated once into ``home/synthetic/<key>``.
+def default_corpus(home: Path, spec: SynthSpec | None = None, jobs: int | None = None,
+                   note: Callable[[str], None] | None = None) -> Path:
+    """The embedded corpus (``SynthSpec()`` unless ``spec``), generated once into ``home/synthetic/<key>``;
+    ``note`` hears one line when it must be generated.
 
     A folder whose metadata does not match the spec (incomplete, corrupt, or from elsewhere) is removed
     and regenerated. Two processes may call this at once: the loser of the final rename uses the winner's.
@@ -178,6 +187,8 @@ def default_corpus(home: Path, spec: SynthSpec | None = None, jobs: int | None =
         if _is_complete(out, spec):
             return out
         shutil.rmtree(out, ignore_errors=True)  # incomplete or corrupt: start over
+    if note is not None:
+        note(f"generating the embedded synthetic corpus in {out} (first use only)")
     try:
         return generate_corpus(out, spec, jobs=jobs)
     except (DataError, OSError):

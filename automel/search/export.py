@@ -31,7 +31,11 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
         try:
             return study.best_trial
         except ValueError:
-            raise StudyError(f"study '{study.study_name}' has no completed trial to export yet") from None
+            from automel.search.constraints import Constraints
+
+            limits = Constraints.of_study(study)
+            within = f" within its limits ({limits.describe()})" if limits.active else ""
+            raise StudyError(f"study '{study.study_name}' has no completed trial{within} to export yet") from None
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise StudyError(f"study '{study.study_name}' has no trial {number}")

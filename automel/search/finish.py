@@ -34,6 +34,7 @@ from automel.errors import StudyError
 from automel.runs import RunRecord, load_run, write_run_dir
 from automel.search.artifacts import artifact_store, download_trial, has_weights
 from automel.search.budget import above_chance
+from automel.search.constraints import Constraints, feasible_complete, is_feasible
 from automel.search.study import artifact_dir
 from automel.train.config import RunSettings
 from automel.train.device import autocast_dtype, release_memory
@@ -81,6 +82,10 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     """Ensemble, refit and export study ``study``'s best configurations to ``out`` (default ``<study>/best``)."""
     from automel.search.export import exclusive, study_workspace
 
+    limits = Constraints.of_study(study)
+    if limits.active and (options.ensemble_size > 1 or options.refit_seeds > 1):
+        note(f"one model, no ensemble or seed average: the study's limits ({limits.describe()}) are per model")
+        options = dataclasses.replace(options, ensemble_size=1, refit_seeds=1)
     work = study_workspace(study, home, data_root)
     marks = [time.monotonic()]
     members, scores = _choose_members(study, home, work, options, device, note, deadline)
@@ -171,11 +176,10 @@ def _model(member: Member) -> torch.nn.Module:
 
 
 def distinct_best(study: optuna.Study, store: Any) -> list[FrozenTrial]:
-    """Completed trials with kept weights, best first, one per distinct configuration."""
+    """Completed, feasible trials with kept weights, best first, one per distinct configuration."""
     seen: set[str] = set()
     out = []
-    for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                        key=lambda t: (-(t.value or 0.0), t.number)):
+    for trial in sorted(feasible_complete(study), key=lambda t: (-(t.value or 0.0), t.number)):
         key = json.dumps(trial.params, sort_keys=True, default=str)
         if key not in seen and has_weights(store, trial):
             seen.add(key)
@@ -186,9 +190,11 @@ def distinct_best(study: optuna.Study, store: Any) -> list[FrozenTrial]:
 def best_reached(study: optuna.Study) -> FrozenTrial:
     """The trial that got furthest (most steps reported), and among those the most accurate."""
     ranked = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-              if t.intermediate_values]
+              if t.intermediate_values and is_feasible(t)]
     if not ranked:
-        raise StudyError(f"study '{study.study_name}' has no trial that trained far enough to refit")
+        limits = Constraints.of_study(study)
+        within = f" within its limits ({limits.describe()})" if limits.active else ""
+        raise StudyError(f"study '{study.study_name}' has no trial that trained far enough to refit{within}")
     return max(ranked, key=lambda t: (max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)],
                                       -t.number))
 

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from automel.errors import DiskError, Fatal, Terminated
 from automel.plugin import using_search_scale
 from automel.search.artifacts import save_trial_artifacts
+from automel.search.constraints import Constraints, measure_trial
 from automel.search.space import suggest_params
 from automel.train.config import RunSettings
 from automel.train.device import release_memory, select_device
@@ -60,6 +61,7 @@ class TrialObjective:
         self.deadline = deadline
         self.device = select_device(options.device)
         self.reserve = DiskReserve(self._storage_file())
+        self.limits = Constraints.of_study(opened.study)  # a joining worker follows the study's limits
 
     def __call__(self, trial: optuna.Trial) -> float:
         from automel.search.runner import covered_ahead
@@ -101,8 +103,10 @@ class TrialObjective:
         steps = self.opened.steps
         settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
                                deadline=self.deadline, deterministic=self.options.deterministic)
+        n_mels = self.opened.work.store.n_mels
         model, result, record = train_run(params, self.opened.work, settings, self.device,
-                                          [_pruning(trial, steps)], self.events.on_progress, self.opened.registry)
+                                          [_pruning(trial, steps)], self.events.on_progress, self.opened.registry,
+                                          on_built=lambda built: measure_trial(trial, built, n_mels, self.limits))
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", round(result.seconds, 2))
         trial.set_user_attr("train_seconds", round(result.seconds - result.validation_seconds, 2))

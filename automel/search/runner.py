@@ -25,6 +25,7 @@ from automel.errors import PluginError, StudyError
 from automel.home import check_study_name
 from automel.registry import Registry, default_registry
 from automel.search.artifacts import artifact_store, trim_weights
+from automel.search.constraints import Constraints, settle_constraints
 from automel.search.objective import SURPLUS_ATTR, TrialObjective
 from automel.search.record import DatasetRef, EngineRecord, StudyRecord, check_frozen
 from automel.search.space import SearchSpace, make_space
@@ -70,6 +71,8 @@ class SearchOptions:
     portfolio: bool = True  # start a new study with the portfolio of known-good configurations
     deterministic: bool = False  # deterministic kernels only (RunSettings.deterministic)
     create_dirs: bool = False  # create a missing folder of --storage (SQLite, journal) instead of refusing it
+    # --max-params, --max-latency-ms (a new study's; see settle_constraints)
+    constraints: Constraints = field(default_factory=Constraints)
 
 
 @dataclass
@@ -163,6 +166,7 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
     name = options.study or study_name_for(work.store.dataset.name)
     url = options.storage or default_storage(home, name)
     study = attach_study(url, name, options, options.steps_per_trial or CPU_STEPS, create=True)
+    settle_constraints(study, options.constraints)
     space = requested
     if "space" in study.user_attrs:  # an existing study: its space, split and scale are fixed
         space = SearchSpace.from_json(study.user_attrs["space"])

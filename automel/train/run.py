@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +63,12 @@ def full_params(params: Mapping[str, Any], registry: Registry | None = None) -> 
 
 def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings, device: torch.device,
               callbacks: Sequence[Callback] = (), on_progress: ProgressHook | None = None,
-              registry: Registry | None = None) -> tuple[torch.nn.Module, TrainResult, RunRecord]:
+              registry: Registry | None = None, on_built: Callable[[torch.nn.Module], None] | None = None
+              ) -> tuple[torch.nn.Module, TrainResult, RunRecord]:
     """Build the model ``params`` describe, train it, and return it with the best weights loaded.
 
     Plugins come from ``registry`` (a search passes its own; default: :func:`default_registry`).
+    ``on_built`` sees the model on the CPU before it trains (a search measures it there, and may stop it).
     """
     from automel.model import build_model
 
@@ -77,6 +79,8 @@ def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings,
     model = build_model(full, store.n_mels, store.num_classes, registry)
     if train_params.normalize == "global" and isinstance(model.norm, FeatureNorm):
         model.norm.set_stats(*work.train_stats)
+    if on_built is not None:
+        on_built(model)
     result = fit(model, store, work.split, train_params, settings, device, callbacks, on_progress)
     model.load_state_dict(result.best_state)
     record = RunRecord(

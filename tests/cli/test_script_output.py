@@ -20,8 +20,8 @@ from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
 from automel import registry as registry_module
-from automel.cli._live import trial_line
 from automel.registry import LoadFailure, Registry
+from automel.search.leaderboard import trial_line
 from automel.search.study import default_storage, open_storage
 from tests.conftest import run
 
@@ -80,8 +80,8 @@ def test_show_csv_is_one_row_per_trial(cli: CliRunner, study: optuna.Study) -> N
     code, stdout, stderr = run(cli, "show", "--study", STUDY, "--format", "csv")
     assert code == 0, stderr
     reader = csv.DictReader(io.StringIO(stdout))
-    assert reader.fieldnames == ["rank", "trial", "state", "valid_acc", "steps", "seconds", "started", "completed",
-                                 "fail_reason", *DISTRIBUTIONS]
+    assert reader.fieldnames == ["rank", "trial", "state", "valid_acc", "steps", "seconds", "n_params", "latency_ms",
+                                 "pareto", "started", "completed", "fail_reason", "pruned_reason", *DISTRIBUTIONS]
     rows = list(reader)
     assert [r["trial"] for r in rows] == ["0", "2", "1", "3", "4"]
     assert rows[0]["encoder.fancy.layout"] == LAYOUT and float(rows[0]["train.lr"]) == LR
