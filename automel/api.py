@@ -27,10 +27,10 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from automel.engine.job import SearchHooks, SearchRun
+    from automel.engine.leaderboard import LeaderboardRow
     from automel.inference import InputItem, Prediction, SpeakerInference
     from automel.report.page import Report
-    from automel.search.job import SearchHooks, SearchRun
-    from automel.search.leaderboard import LeaderboardRow
     from automel.verification import VerificationResult
 
 __all__ = ["Embeddings", "Leaderboard", "Model", "SearchResult", "leaderboard", "load", "search"]
@@ -62,12 +62,12 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     Ctrl-C (the study is kept; run again to resume).
     """
     from automel.data.synth import default_corpus
+    from automel.engine.budget import DEFAULT_TIME_LIMIT_S, Clock, check_time_limit, parse_duration, quality_named
+    from automel.engine.constraints import Constraints
+    from automel.engine.job import SearchJob, run_search_job
+    from automel.engine.runner import SearchOptions
     from automel.exporting import require_formats
     from automel.home import resolve_home
-    from automel.search.budget import DEFAULT_TIME_LIMIT_S, Clock, check_time_limit, parse_duration, quality_named
-    from automel.search.constraints import Constraints
-    from automel.search.job import SearchJob, run_search_job
-    from automel.search.runner import SearchOptions
 
     chosen_formats = require_formats(list(formats))  # a bad format fails now, not after the search
     limit_s = DEFAULT_TIME_LIMIT_S if time_limit is None else (
@@ -110,9 +110,9 @@ def _progress_hooks(progress: Callable[[str], None] | None, target: int) -> Sear
     """Plain progress lines for ``progress``: phases, notes and one line per finished trial."""
     import time
 
-    from automel.search.job import SearchHooks
-    from automel.search.leaderboard import trial_line
-    from automel.search.runner import SearchEvents, is_surplus, state_counts
+    from automel.engine.job import SearchHooks
+    from automel.engine.leaderboard import trial_line
+    from automel.engine.runner import SearchEvents, is_surplus, state_counts
 
     if progress is None:
         return SearchHooks()
@@ -145,6 +145,11 @@ class SearchResult:
         return self.run.export.path
 
     @property
+    def data(self) -> Path:
+        """The data set searched (the embedded corpus's folder when none was given)."""
+        return self.run.data
+
+    @property
     def kind(self) -> str:
         """``"trial"``, ``"refit"`` or ``"ensemble"``: what the export holds."""
         return self.run.export.kind
@@ -163,7 +168,7 @@ class SearchResult:
 
     def pareto_front(self) -> Leaderboard:
         """The accuracy × size Pareto front, smallest model first (``automel export --pareto``)."""
-        from automel.search.leaderboard import front_rows
+        from automel.engine.leaderboard import front_rows
 
         return Leaderboard(front_rows(self.run.study))
 
@@ -184,15 +189,15 @@ class SearchResult:
 def leaderboard(study: str | None = None, *, home: PathLike | None = None, storage: str | None = None,
                 top: int | None = 10) -> Leaderboard:
     """The leaderboard of an existing study (the only one in ``home`` when ``study`` is not given)."""
+    from automel.engine.runner import load_study
     from automel.home import resolve_home
-    from automel.search.runner import load_study
 
     loaded = load_study(resolve_home(Path(home) if home is not None else None), study, storage)
     return Leaderboard.of(loaded, top)
 
 
 class Leaderboard(Sequence["LeaderboardRow"]):
-    """Completed trials, best first: a sequence of :class:`~automel.search.leaderboard.LeaderboardRow`, shown
+    """Completed trials, best first: a sequence of :class:`~automel.engine.leaderboard.LeaderboardRow`, shown
     as a table in a notebook; :meth:`to_dataframe` needs pandas."""
 
     COLUMNS = ("rank", "trial", "encoder", "pooling", "head", "valid_acc", "steps", "seconds", "n_params", "pareto")
@@ -202,7 +207,7 @@ class Leaderboard(Sequence["LeaderboardRow"]):
 
     @classmethod
     def of(cls, study: optuna.Study, top: int | None = 10) -> Leaderboard:
-        from automel.search.leaderboard import leaderboard_rows
+        from automel.engine.leaderboard import leaderboard_rows
 
         return cls(leaderboard_rows(study, top))
 
@@ -229,7 +234,7 @@ class Leaderboard(Sequence["LeaderboardRow"]):
         return pd.DataFrame([{c: getattr(row, c) for c in self.COLUMNS} for row in self.rows], columns=self.COLUMNS)
 
     def _cells(self) -> list[list[str]]:
-        from automel.search.leaderboard import format_size
+        from automel.engine.leaderboard import format_size
 
         return [[str(r.rank), str(r.trial), r.encoder, r.pooling, r.head, f"{r.valid_acc:.2%}",
                  "" if r.steps is None else str(r.steps), "" if r.seconds is None else f"{r.seconds:.0f}",

@@ -13,7 +13,7 @@ one after the other, each arm gets the same wall-clock time T:
 - ``baseline-a`` (the search before the budget): ``--steps-per-trial 200 --pruner median --no-refit
   --no-portfolio --quality fast``;
 - ``baseline-b``: the ``boss`` preset trained for the whole of T: its seconds per step are measured here
-  (:func:`automel.search.budget.seconds_per_step`, 10 steps), then ``automel train --preset boss
+  (:func:`automel.engine.budget.seconds_per_step`, 10 steps), then ``automel train --preset boss
   --steps N --valid-every N/4`` with ``N = (0.95 T - measuring time - --overhead-s) / seconds per step``
   (the train command's own start-up, validation and test prediction are not in the measured speed, so
   with ``--overhead-s 0`` these arms run over T; their line has ``train_wall_s`` to see by how much);
@@ -211,11 +211,11 @@ def trained_arm(arm: str, data: Path, answers: Path, limit_s: float, where: Path
     """Baseline b (``boss``) or c (the first portfolio entry) trained for the whole time limit."""
     import torch
 
+    from automel.engine.budget import seconds_per_step
+    from automel.engine.portfolio import portfolio
+    from automel.engine.space import make_space
     from automel.presets import preset_params
     from automel.registry import default_registry
-    from automel.search.budget import seconds_per_step
-    from automel.search.portfolio import portfolio
-    from automel.search.space import make_space
     from automel.train.run import open_workspace
 
     start = time.perf_counter()
@@ -290,8 +290,8 @@ def table(data: str, results: dict[str, dict[str, Any]], limit: str) -> str:
 def compare(args: argparse.Namespace) -> None:
     import torch
 
+    from automel.engine.budget import check_time_limit, parse_duration
     from automel.errors import ConfigError
-    from automel.search.budget import check_time_limit, parse_duration
 
     try:
         limit_s = parse_duration(args.time_limit)

@@ -11,7 +11,7 @@ hw4-sample, pruning off), so every run trains exactly the same models.
 ``storage`` isolates the storage: a trial that samples the full search space, reports four validations,
 asks the pruner, records the user attributes a real trial records and beats its heartbeat, but trains
 nothing. Milliseconds per trial, for SQLite (WAL), the journal file and PostgreSQL (pass ``--postgres``;
-`tests/search/conftest.py` shows how to start a throw-away server).
+`tests/engine/conftest.py` shows how to start a throw-away server).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def fixed_trials(count: int) -> list[dict[str, object]]:
     """``count`` parameter sets drawn once (seeded), so every worker count trains exactly the same trials."""
     import optuna
 
+    from automel.engine.space import make_space, suggest_params
     from automel.plugin import using_search_scale
-    from automel.search.space import make_space, suggest_params
 
     space = make_space(["transformer"], ["mean"], ["softmax"])
     draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -52,7 +52,7 @@ def fixed_trials(count: int) -> list[dict[str, object]]:
 def throughput(args: argparse.Namespace) -> None:
     import optuna
 
-    from automel.search.runner import SearchOptions, open_search
+    from automel.engine.runner import SearchOptions, open_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = SHARED_DATA / "hw4-sample"
@@ -84,8 +84,8 @@ def throughput(args: argparse.Namespace) -> None:
 def storage(args: argparse.Namespace) -> None:
     import optuna
 
-    from automel.search.space import make_space, suggest_params
-    from automel.search.study import make_pruner, open_storage
+    from automel.engine.space import make_space, suggest_params
+    from automel.engine.study import make_pruner, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = make_space(None, None, None)

@@ -8,7 +8,7 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
 3. ``registry``, ``model``, ``presets``, ``plugin_info``, ``data``, ``testing``, ``exporting``;
 4. the training loop (``train.config``, ``train.device``, ``train.loop``);
 5. a run and its files: ``train.run``, ``runs``, ``ensemble``, ``score``, ``inference``, ``verification``;
-6. ``search``, ``report``;
+6. ``engine`` (the search engine), ``report``;
 7. ``api`` (the Python API);
 8. ``cli``, then ``__main__``.
 
@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, int]] = [
     ("train.run", 5), ("train", 4), ("runs", 5), ("ensemble", 5), ("score", 5), ("inference", 5),
     ("verification", 5),
     ("report", 6),
-    ("search", 6), ("api", 7), ("cli", 8), ("__main__", 9),
+    ("engine", 6), ("api", 7), ("cli", 8), ("__main__", 9),
 ]
 
 

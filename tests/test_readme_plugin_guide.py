@@ -20,7 +20,7 @@ from pathlib import Path
 
 import optuna
 
-from automel.search.study import default_storage, open_storage
+from automel.engine.study import default_storage, open_storage
 from tests.conftest import HW4_SAMPLE, need
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -21,9 +21,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
+from automel.engine.study import default_storage, open_storage
 from automel.errors import ConfigError, StudyError
 from automel.report import FIGURES, METRIC, STATUS_ID, evaluate_export, model_sections, write_report
-from automel.search.study import default_storage, open_storage
 from tests.conftest import HW4_SAMPLE, need, run
 
 CPU = torch.device("cpu")
@@ -110,7 +110,7 @@ def make_study(home: Path, name: str, complete: int = 3, pruned: int = 2) -> opt
         curve = {3: 0.2 + 0.03 * k} if stopped else {3: 0.3 + 0.05 * k, 6: 0.5 + 0.05 * k, 9: 0.6 + 0.05 * k}
         study.add_trial(create_trial(state=TrialState.PRUNED if stopped else TrialState.COMPLETE,
                                      value=None if stopped else curve[9], params=params, distributions=distributions,
-                                     intermediate_values=curve))
+                                     intermediate_values=curve, user_attrs={"n_params": 50_000 * (k % 3 + 1)}))
     return study
 
 

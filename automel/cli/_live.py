@@ -20,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from automel.cli._progress import add_training_task, progress_hook, training_progress
-from automel.search.leaderboard import format_size, leaderboard_rows, trial_line
-from automel.search.runner import FINISHED, SearchEvents, is_surplus, state_counts
+from automel.engine.leaderboard import format_size, leaderboard_rows, trial_line
+from automel.engine.runner import FINISHED, SearchEvents, is_surplus, state_counts
 
 
 def leaderboard(study: optuna.Study, top: int = 5) -> Table:

@@ -17,9 +17,9 @@ from rich.table import Table
 
 from automel.cli._common import console
 from automel.cli._output import Format, print_csv, print_json, print_table
-from automel.search.constraints import LATENCY_ATTR, PARAMS_ATTR
-from automel.search.leaderboard import front_rows
-from automel.search.runner import is_surplus, state_counts
+from automel.engine.constraints import LATENCY_ATTR, PARAMS_ATTR
+from automel.engine.leaderboard import front_rows
+from automel.engine.runner import is_surplus, state_counts
 
 STUDY_COLUMNS = ("study", "storage", "dataset", "dataset_kind", "complete", "pruned", "failed", "running",
                  "best_trial", "best_valid_acc", "last_update")
@@ -39,7 +39,7 @@ def print_studies(home: Path, fmt: Format) -> None:
 
 
 def study_rows(home: Path) -> list[dict[str, Any]]:
-    from automel.search.study import open_storage
+    from automel.engine.study import open_storage
 
     rows = []
     for db in sorted(home.glob("*.db")):

@@ -25,9 +25,9 @@ def report(
     home: HomeOption = None,
 ) -> None:
     """An HTML report of a study: history, importances, accuracy by plugin, curves and the export's errors."""
+    from automel.engine.runner import load_study
     from automel.home import resolve_home
     from automel.report import check_out, write_report
-    from automel.search.runner import load_study
     from automel.train.device import select_device
 
     target = check_out(out)  # a missing folder fails before the study is read

@@ -23,8 +23,8 @@ from automel.cli._output import FormatOption, output_format, print_table
 if TYPE_CHECKING:
     import optuna
 
-    from automel.search.job import SearchHooks
-    from automel.search.leaderboard import LeaderboardRow
+    from automel.engine.job import SearchHooks
+    from automel.engine.leaderboard import LeaderboardRow
 
 StudyOption = Annotated[str | None, typer.Option("--study", help="Study name [default: derived from the data set].")]
 StorageOption = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")]
@@ -87,8 +87,8 @@ def search(
 ) -> None:
     """Search encoders, poolings, heads and their parameters within a time limit; refit and export the best."""
     from automel.api import search as run_search
+    from automel.engine.budget import DEFAULT_TIME_LIMIT_S, parse_duration
     from automel.errors import Interrupted
-    from automel.search.budget import DEFAULT_TIME_LIMIT_S, parse_duration
 
     limit_text = time_limit if time_limit is not None else timeout
     limit_s = parse_duration(limit_text) if limit_text is not None else DEFAULT_TIME_LIMIT_S
@@ -117,7 +117,7 @@ def _hooks(trials: int) -> SearchHooks:
     import time
 
     from automel.cli._live import say_plain, search_view
-    from automel.search.job import SearchHooks
+    from automel.engine.job import SearchHooks
 
     started = time.monotonic()
     view = search_view(trials, lambda: time.monotonic() - started)
@@ -139,7 +139,7 @@ def _duration(seconds: float) -> str:
 
 def _report_search(study: optuna.Study, url: str) -> None:
     from automel.cli._live import leaderboard
-    from automel.search.runner import state_counts
+    from automel.engine.runner import state_counts
 
     counts = state_counts(study)
     console.print(f"study [bold]{study.study_name}[/] ({url}): {counts['complete']} complete, "
@@ -161,10 +161,10 @@ def refit(
     home: HomeOption = None,
 ) -> None:
     """Refit a finished study's best configuration(s) on all labelled data and export them."""
+    from automel.engine.budget import Clock, check_time_limit, parse_duration, quality_named
+    from automel.engine.finish import FinishOptions, finish_study
+    from automel.engine.runner import load_study
     from automel.home import resolve_home
-    from automel.search.budget import Clock, check_time_limit, parse_duration, quality_named
-    from automel.search.finish import FinishOptions, finish_study
-    from automel.search.runner import load_study
     from automel.train.device import select_device
 
     chosen = quality_named(quality)
@@ -209,9 +209,9 @@ def export(
     if model is not None:
         _export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None or pareto)
         return
+    from automel.engine.export import export_trial, pick_trial
+    from automel.engine.runner import load_study
     from automel.home import resolve_home
-    from automel.search.export import export_trial, pick_trial
-    from automel.search.runner import load_study
 
     where = resolve_home(home)
     loaded = load_study(where, study, storage)
@@ -229,8 +229,8 @@ def export(
 
 def _pareto_front(study: optuna.Study, trial: int | None) -> list[LeaderboardRow]:
     """The study's accuracy × size front; :class:`StudyError` if it is empty or ``trial`` is not on it."""
+    from automel.engine.leaderboard import front_rows
     from automel.errors import StudyError
-    from automel.search.leaderboard import front_rows
 
     front = front_rows(study)
     if not front:
@@ -244,7 +244,7 @@ def _pareto_front(study: optuna.Study, trial: int | None) -> list[LeaderboardRow
 def _print_front(front: list[LeaderboardRow]) -> None:
     from rich.table import Table
 
-    from automel.search.leaderboard import format_size
+    from automel.engine.leaderboard import format_size
 
     table = Table(title="Pareto front: accuracy × size (export one with --trial N)", title_justify="left")
     for column in ("trial", "encoder", "pooling", "head", "valid acc", "params", "ms/3 s"):
@@ -285,8 +285,8 @@ def show(study: StudyOption = None, storage: StorageOption = None, home: HomeOpt
     With --format json or csv: every trial instead, best first, with its full parameters.
     """
     from automel.cli._studies import print_show
+    from automel.engine.runner import load_study
     from automel.home import resolve_home
-    from automel.search.runner import load_study
 
     fmt = output_format(output)  # a bad --format fails before the study is read
     print_show(load_study(resolve_home(home), study, storage), fmt)
@@ -321,10 +321,10 @@ def dashboard(
 
     from optuna_dashboard import run_server  # imports optuna: after the quick check
 
+    from automel.engine.artifacts import artifact_store
+    from automel.engine.runner import load_study
+    from automel.engine.study import artifact_dir, default_storage, open_storage
     from automel.home import resolve_home
-    from automel.search.artifacts import artifact_store
-    from automel.search.runner import load_study
-    from automel.search.study import artifact_dir, default_storage, open_storage
 
     where = resolve_home(home)
     loaded = load_study(where, study, storage)

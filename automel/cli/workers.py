@@ -1,4 +1,4 @@
-"""``automel worker``: join a study beside other workers (``search --workers N`` starts them: automel.search.job)."""
+"""``automel worker``: join a study beside other workers (``search --workers N`` starts them: automel.engine.job)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ def worker(
     home: HomeOption = None,
 ) -> None:
     """Join an existing study and run its trials beside other workers (on this or other machines)."""
+    from automel.engine.runner import SearchEvents, run_trials
+    from automel.engine.study import default_storage
+    from automel.engine.worker import open_worker, study_is_done
     from automel.home import resolve_home
-    from automel.search.runner import SearchEvents, run_trials
-    from automel.search.study import default_storage
-    from automel.search.worker import open_worker, study_is_done
 
     where = resolve_home(home)
     url = storage or default_storage(where, study)
@@ -77,8 +77,8 @@ def worker(
 
 def _print_trial(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
     """One plain line per trial this worker finishes (a worker's output is a log, not a terminal view)."""
-    from automel.search.leaderboard import trial_line
-    from automel.search.runner import is_surplus, state_counts
+    from automel.engine.leaderboard import trial_line
+    from automel.engine.runner import is_surplus, state_counts
 
     started = time.monotonic()
 
@@ -91,7 +91,7 @@ def _print_trial(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
 
 
 def _export(study: optuna.Study, home: Path, data: Path | None) -> None:
-    from automel.search.export import export_best
+    from automel.engine.export import export_best
 
     path, best, wrote = export_best(study, home, data)
     verb = "exported to" if wrote else "already exported in"

@@ -9,9 +9,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from automel.engine.runner import is_surplus
 from automel.report.common import BLUE, COMPONENTS, GREY, METRIC, ORANGE, Section, label_axes, png_figure, time_unit
 from automel.report.params import importances_section, parallel_section, param_importances
-from automel.search.runner import is_surplus
+from automel.report.pareto import pareto_section
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure as HtmlFigure
@@ -46,11 +47,12 @@ def _points(study: optuna.Study) -> list[_Point]:
 
 
 def study_sections(study: optuna.Study) -> list[Section]:
-    """History, importances, parallel coordinates, accuracy by component and validation curves."""
+    """History, importances, parallel coordinates, accuracy by component and by size, and validation curves."""
     points = _points(study)
     importances, why = param_importances(study)
     return [_history(points), importances_section(study, importances, why),
-            parallel_section(study, importances, why), _components(points), _intermediate(study)]
+            parallel_section(study, importances, why), _components(points), pareto_section(study),
+            _intermediate(study)]
 
 
 def _history(points: list[_Point]) -> Section:

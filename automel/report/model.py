@@ -56,8 +56,8 @@ def evaluate_export(study: optuna.Study, home: Path, data_root: Path | None = No
     :class:`StudyError` when there is no export or no validation utterance, or the data set is gone or changed;
     :class:`ConfigError` when the export's files cannot be read.
     """
+    from automel.engine.export import EXPORT_INFO, study_workspace
     from automel.runs import load_run
-    from automel.search.export import EXPORT_INFO, study_workspace
     from automel.train.device import autocast_dtype, select_device
     from automel.train.loop import predict
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from automel.engine.runner import state_counts
 from automel.errors import ConfigError
 from automel.report.common import COMPONENTS, FIGURES, STATUS_ID, Section, complete_trials, metric_name, time_unit
 from automel.report.figures import study_sections
 from automel.report.model import model_sections
-from automel.search.runner import state_counts
 
 if TYPE_CHECKING:
     import torch

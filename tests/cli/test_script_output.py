@@ -20,9 +20,9 @@ from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
 from automel import registry as registry_module
+from automel.engine.leaderboard import trial_line
+from automel.engine.study import default_storage, open_storage
 from automel.registry import LoadFailure, Registry
-from automel.search.leaderboard import trial_line
-from automel.search.study import default_storage, open_storage
 from tests.conftest import run
 
 STUDY = "long-values"

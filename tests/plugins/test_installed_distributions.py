@@ -20,7 +20,7 @@ import optuna
 import pytest
 
 from automel import __version__
-from automel.search.study import default_storage, open_storage
+from automel.engine.study import default_storage, open_storage
 from tests.conftest import HW4_SAMPLE, need
 
 # automel's tiny fake encoder, renamed: a valid plugin (``encoder.good.width``, int 8..32 log).

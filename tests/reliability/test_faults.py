@@ -31,10 +31,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from automel.engine.study import default_storage, open_storage
 from automel.errors import DiskError
 from automel.files import sweep_leftovers
 from automel.runs import RunRecord, write_run_dir, write_submission_rows
-from automel.search.study import default_storage, open_storage
 
 TINY = ["--encoders", "transformer", "--poolings", "mean", "--heads", "softmax", "--device", "cpu", "--pruner",
         "none", "--no-refit", "--quality", "fast", "--grace-period", "3"]
@@ -287,7 +287,7 @@ def test_prepare_on_a_full_disk_is_one_line_then_resumes(disk: Disk, tmp_path: P
 def test_a_trial_s_weights_on_a_full_disk_leave_no_part_behind(disk: Disk, monkeypatch: pytest.MonkeyPatch) -> None:
     """Refused before the upload when the room is short; and a write that runs out of room anyway (the
     check passed, then someone else filled the disk) removes what it wrote."""
-    from automel.search.artifacts import artifact_store, save_trial_artifacts
+    from automel.engine.artifacts import artifact_store, save_trial_artifacts
 
     store = artifact_store(disk.mount("2m") / "artifacts")
     disk.fill(leave=256 * 1024)
@@ -354,8 +354,8 @@ def test_sigterm_fails_the_trial_prints_the_summary_and_exits_143(hw4_sample: Pa
 def test_sigterm_of_a_parallel_search_is_passed_on_to_its_workers(tmp_path: Path) -> None:
     """A scheduler may send SIGTERM to ``automel search --workers N`` alone: each worker gets one in turn
     (and so records "terminated (SIGTERM)", as the test above shows a worker does)."""
+    from automel.engine.parallel import Worker, wait_workers
     from automel.errors import Terminated
-    from automel.search.parallel import Worker, wait_workers
 
     script = ("import pathlib, signal, sys, time\n"
               "def got(number, frame):\n"

@@ -20,11 +20,11 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
+from automel.engine.runner import SearchOptions, attach_study, load_study, open_search
+from automel.engine.study import SAMPLERS, artifact_dir, default_storage, open_storage, study_name_for
+from automel.engine.worker import open_worker
 from automel.errors import ConfigError, StudyError
 from automel.home import MAX_STUDY_NAME, check_study_name
-from automel.search.runner import SearchOptions, attach_study, load_study, open_search
-from automel.search.study import SAMPLERS, artifact_dir, default_storage, open_storage, study_name_for
-from automel.search.worker import open_worker
 from automel.train.run import open_workspace
 from tests.conftest import run
 

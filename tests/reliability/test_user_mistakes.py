@@ -230,7 +230,7 @@ def test_dashboard_binds_to_loopback_by_default(cli: CliRunner, monkeypatch: pyt
     import optuna
     import optuna_dashboard
 
-    from automel.search.study import default_storage
+    from automel.engine.study import default_storage
 
     optuna.create_study(study_name="mine", storage=default_storage(isolated_home, "mine"))
     calls: list[dict[str, Any]] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from automel.search.study import default_storage
+from automel.engine.study import default_storage
 
 
 def test_search_with_ecapa_end_to_end(hw4_sample: Path, isolated_home: Path) -> None:

@@ -1,5 +1,5 @@
 """The whole search job under one time limit: open the study, run the trials (here or in worker processes),
-then ensemble, refit and export. ``automel search`` and :func:`automel.search` are thin layers over
+then ensemble, refit and export. ``automel search`` and :func:`automel.engine` are thin layers over
 :func:`run_search_job`; what they show comes through :class:`SearchHooks` (library code never prints).
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import optuna
 
+from automel.engine.budget import Clock, Quality, chance_stop, check_time_limit, step_planner
+from automel.engine.finish import FinishOptions, FinishResult, finish_study
+from automel.engine.record import append_budget_run
+from automel.engine.runner import OpenedSearch, SearchEvents, SearchOptions, open_search, run_trials
 from automel.errors import Interrupted, StudyError
-from automel.search.budget import Clock, Quality, chance_stop, check_time_limit, step_planner
-from automel.search.finish import FinishOptions, FinishResult, finish_study
-from automel.search.record import append_budget_run
-from automel.search.runner import OpenedSearch, SearchEvents, SearchOptions, open_search, run_trials
 from automel.train.device import select_device
 
 Note = Callable[[str], None]
@@ -71,6 +71,7 @@ class SearchRun:
     study: optuna.Study
     url: str
     home: Path
+    data: Path  # the data set searched
     export: FinishResult
     elapsed_s: float
     limit_s: float
@@ -96,7 +97,8 @@ def run_search_job(job: SearchJob, hooks: SearchHooks | None = None, clock: Cloc
     if interrupted:
         raise Interrupted(RESUME)
     result = _finish(opened.study, job, clock, hooks)
-    return SearchRun(opened.study, opened.url, job.home, result, clock.elapsed(), clock.limit_s, stopped_because)
+    return SearchRun(opened.study, opened.url, job.home, job.data, result, clock.elapsed(), clock.limit_s,
+                     stopped_because)
 
 
 def _run_trials(job: SearchJob, opened: OpenedSearch, hooks: SearchHooks, deadline: float) -> tuple[bool, str | None]:
@@ -117,7 +119,7 @@ def _run_trials(job: SearchJob, opened: OpenedSearch, hooks: SearchHooks, deadli
 def run_in_workers(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int, data_root: Path,
                    hooks: SearchHooks) -> bool:
     """Run the search in ``workers`` worker processes; True if interrupted. :class:`StudyError` if all failed."""
-    from automel.search.parallel import last_line, launch_workers, wait_workers
+    from automel.engine.parallel import last_line, launch_workers, wait_workers
 
     started = launch_workers(opened, home, options, workers, data_root)
     where = ", ".join(sorted({w.device for w in started}))

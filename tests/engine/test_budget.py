@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from automel.search.budget import CHANCE_TRIALS, MIN_TIME_LIMIT_S, parse_duration
-from automel.search.study import default_storage, open_storage
+from automel.engine.budget import CHANCE_TRIALS, MIN_TIME_LIMIT_S, parse_duration
+from automel.engine.study import default_storage, open_storage
 from tests.conftest import run
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
@@ -159,7 +159,7 @@ def test_an_ensemble_export_predicts_and_scores(cli: CliRunner, searched: Path, 
 
 def test_ctrl_c_during_the_refit_keeps_the_search_and_the_previous_export(
         cli: CliRunner, hw4_sample: Path, searched: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import automel.search.finish as finish
+    import automel.engine.finish as finish
 
     before = {p.name: p.read_bytes() for p in searched.iterdir()}
     trials_before = [(t.number, t.state, t.value) for t in load(isolated_home, "s").get_trials(deepcopy=False)]
@@ -179,7 +179,7 @@ def test_ctrl_c_during_the_refit_keeps_the_search_and_the_previous_export(
 
 
 def test_chance_is_judged_against_the_size_of_the_validation_set() -> None:
-    from automel.search.budget import above_chance
+    from automel.engine.budget import above_chance
 
     assert not above_chance(4 / 256, 256, 256)  # 4 of 256 right among 256 speakers: noise
     assert above_chance(12 / 256, 256, 256)

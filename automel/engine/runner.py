@@ -21,15 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automel.data.layout import read_dataset
 from automel.data.split import Split
-from automel.errors import PluginError, StudyError
-from automel.home import check_study_name
-from automel.registry import Registry, default_registry
-from automel.search.artifacts import artifact_store, trim_weights
-from automel.search.constraints import Constraints, settle_constraints
-from automel.search.objective import SURPLUS_ATTR, TrialObjective
-from automel.search.record import DatasetRef, EngineRecord, StudyRecord, check_frozen
-from automel.search.space import SearchSpace, make_space
-from automel.search.study import (
+from automel.engine.artifacts import artifact_store, trim_weights
+from automel.engine.constraints import Constraints, settle_constraints
+from automel.engine.objective import SURPLUS_ATTR, TrialObjective
+from automel.engine.record import DatasetRef, EngineRecord, StudyRecord, check_frozen
+from automel.engine.space import SearchSpace, make_space
+from automel.engine.study import (
     GRACE_PERIOD,
     TrialSeededSampler,
     adopt_content_id,
@@ -41,6 +38,9 @@ from automel.search.study import (
     open_storage,
     study_name_for,
 )
+from automel.errors import PluginError, StudyError
+from automel.home import check_study_name
+from automel.registry import Registry, default_registry
 from automel.train.device import select_device
 from automel.train.run import Workspace, open_workspace
 
@@ -188,7 +188,7 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
     record.write(study)
     study.pruner = make_pruner(options.pruner, steps)
     if options.portfolio and not study.get_trials(deepcopy=False):
-        from automel.search.portfolio import enqueue_portfolio
+        from automel.engine.portfolio import enqueue_portfolio
 
         enqueue_portfolio(study, space, scale, registry)
     return OpenedSearch(study, work, space, url, steps, scale, options.pruner, registry)

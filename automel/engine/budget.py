@@ -27,8 +27,8 @@ from automel.plugin import using_search_scale
 if TYPE_CHECKING:
     import torch
 
+    from automel.engine.space import SearchSpace
     from automel.registry import Registry
-    from automel.search.space import SearchSpace
     from automel.train.run import Workspace
 
 DEFAULT_TIME_LIMIT_S = 10 * 60.0
@@ -195,8 +195,8 @@ def chance_stop(n_valid: int, n_classes: int) -> Callable[[optuna.Study], str | 
 
 def calibration_params(space: SearchSpace, scale: str, registry: Registry) -> dict[str, Any]:
     """The configuration the step plan is measured on: the first portfolio entry, else a random draw."""
-    from automel.search.portfolio import portfolio
-    from automel.search.space import suggest_params
+    from automel.engine.portfolio import portfolio
+    from automel.engine.space import suggest_params
 
     entries = portfolio(space, scale, registry)
     if entries:
@@ -232,7 +232,7 @@ def seconds_per_step(params: dict[str, Any], work: Workspace, device: torch.devi
 def step_planner(clock: Clock, device: torch.device, registry: Registry
                  ) -> Callable[[Workspace, SearchSpace, str], int]:
     """Sizes a new study's last rung so one full trial takes the quality's share of the search time."""
-    from automel.search.study import REDUCTION, RUNGS
+    from automel.engine.study import REDUCTION, RUNGS
 
     def plan(work: Workspace, space: SearchSpace, scale: str) -> int:
         speed = measure_speed(calibration_params(space, scale, registry), work, device)

@@ -21,9 +21,9 @@ from typing import Any
 
 import optuna
 
+from automel.engine.space import SearchSpace
 from automel.plugin import KINDS, by_scale, using_search_scale
 from automel.registry import Registry
-from automel.search.space import SearchSpace
 
 # Lower priority runs first. Plugin entries without a priority come after the built-ins.
 PLUGIN_DEFAULT_PRIORITY = 10.0

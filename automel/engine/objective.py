@@ -21,18 +21,18 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from automel.engine.artifacts import save_trial_artifacts
+from automel.engine.constraints import Constraints, measure_trial
+from automel.engine.space import suggest_params
 from automel.errors import DiskError, Fatal, Terminated
 from automel.plugin import using_search_scale
-from automel.search.artifacts import save_trial_artifacts
-from automel.search.constraints import Constraints, measure_trial
-from automel.search.space import suggest_params
 from automel.train.config import RunSettings
 from automel.train.device import release_memory, select_device
 from automel.train.run import train_run
 
 if TYPE_CHECKING:
-    from automel.search.artifacts import ArtifactStore
-    from automel.search.runner import OpenedSearch, SearchEvents, SearchOptions
+    from automel.engine.artifacts import ArtifactStore
+    from automel.engine.runner import OpenedSearch, SearchEvents, SearchOptions
 
 SURPLUS_ATTR = "surplus"
 TIME_LIMIT_REASON = "cut by the time limit"
@@ -45,7 +45,7 @@ class SurplusTrial(Exception):
 
 def validation_every(steps: int, pruner: str) -> int:
     """Validate at every multiple of the first rung of successive halving; 4 times with the other pruners."""
-    from automel.search.study import VALIDATIONS, rung_steps
+    from automel.engine.study import VALIDATIONS, rung_steps
 
     if pruner == "asha":
         return rung_steps(steps)[0]
@@ -64,7 +64,7 @@ class TrialObjective:
         self.limits = Constraints.of_study(opened.study)  # a joining worker follows the study's limits
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from automel.search.runner import covered_ahead
+        from automel.engine.runner import covered_ahead
 
         if covered_ahead(self.opened.study, trial.number) >= self.options.trials:
             trial.set_user_attr(SURPLUS_ATTR, True)

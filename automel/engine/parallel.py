@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from automel.engine.runner import OpenedSearch, SearchOptions
 from automel.errors import StudyError, Terminated
-from automel.search.runner import OpenedSearch, SearchOptions
 
 STOP_GRACE_S = 30.0  # after Ctrl-C, how long workers get to record their interrupted trials
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from automel.engine.record import DatasetRef, EngineRecord, StudyRecord
+from automel.engine.runner import Action, SearchOptions, SearchOutcome, next_action, open_search, run_trials
+from automel.engine.space import SearchSpace
 from automel.errors import StudyError
-from automel.search.record import DatasetRef, EngineRecord, StudyRecord
-from automel.search.runner import Action, SearchOptions, SearchOutcome, next_action, open_search, run_trials
-from automel.search.space import SearchSpace
 
 TINY = SearchOptions(trials=2, steps_per_trial=10, encoders=["transformer"], poolings=["mean"], heads=["softmax"],
                      device="cpu", pruner="none", portfolio=False, study="r")

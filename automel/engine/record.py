@@ -17,8 +17,8 @@ from typing import Any
 
 import optuna
 
+from automel.engine.space import SearchSpace
 from automel.errors import StudyError
-from automel.search.space import SearchSpace
 
 SPACE, DATASET, CONTENT_ID, SPLIT, STEPS, SCALE, ENGINE = (
     "space", "dataset", "dataset_fingerprint", "split", "steps_per_trial", "scale", "engine")

@@ -23,9 +23,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from automel.data.store import FeatureStore, fingerprint_dataset
+from automel.engine.journal import HeartbeatJournalStorage, journal_path
 from automel.errors import ConfigError, StudyError
 from automel.home import MAX_STUDY_NAME, check_study_name, study_dir
-from automel.search.journal import HeartbeatJournalStorage, journal_path
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # a RUNNING trial silent for this long belongs to a dead process: FAIL it and retry

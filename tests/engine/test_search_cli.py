@@ -11,11 +11,11 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from automel.engine.artifacts import artifact_store, has_weights
+from automel.engine.study import default_storage, open_storage
 from automel.plugin import using_search_scale
 from automel.runs import load_run
 from automel.score import score_submission
-from automel.search.artifacts import artifact_store, has_weights
-from automel.search.study import default_storage, open_storage
 from automel.train.loop import evaluate
 from automel.train.run import open_workspace
 from tests.conftest import run
@@ -48,7 +48,7 @@ def test_search_hw4_sample_prunes_resumes_and_exports(cli: CliRunner, hw4_sample
     assert counts.get("PRUNED", 0) >= 1, counts
     assert "RUNNING" not in counts
     # every trial's parameters replay through FixedTrial into the same model parameters
-    from automel.search.space import SearchSpace, suggest_params
+    from automel.engine.space import SearchSpace, suggest_params
 
     space = SearchSpace.from_json(study.user_attrs["space"])
     assert study.user_attrs["scale"] == "cpu"

@@ -11,11 +11,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from automel.engine.journal import HEARTBEAT_ATTR, HeartbeatJournalStorage
+from automel.engine.parallel import plan_devices, threads_per_worker
+from automel.engine.runner import covered_ahead, is_surplus, state_counts
+from automel.engine.study import open_storage
 from automel.errors import StudyError
-from automel.search.journal import HEARTBEAT_ATTR, HeartbeatJournalStorage
-from automel.search.parallel import plan_devices, threads_per_worker
-from automel.search.runner import covered_ahead, is_surplus, state_counts
-from automel.search.study import open_storage
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
 pytestmark = pytest.mark.serial
@@ -111,8 +111,8 @@ def test_two_exports_at_once_write_one_valid_export(hw4_sample: Path, isolated_h
                        "--encoders", "transformer", "--poolings", "mean", "--heads", "softmax", "--pruner", "none",
                        "--no-refit", "--quality", "fast")
     assert code == 0, err
-    from automel.search.export import export_best
-    from automel.search.runner import load_study
+    from automel.engine.export import export_best
+    from automel.engine.runner import load_study
 
     study = load_study(isolated_home, "x", None)
     export = isolated_home / "x" / "best"
@@ -134,7 +134,7 @@ def test_two_exports_at_once_write_one_valid_export(hw4_sample: Path, isolated_h
 def test_a_study_from_before_content_ids_resumes_and_exports(hw4_sample: Path, isolated_home: Path,
                                                              cli: object) -> None:
     from automel.data.store import fingerprint_dataset
-    from automel.search.runner import load_study
+    from automel.engine.runner import load_study
     from tests.conftest import run
 
     args = ["search", "--data", hw4_sample, "--study", "old", "--steps-per-trial", "20", "--encoders", "transformer",

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automel.search.constraints import LATENCY_ATTR, PARAMS_ATTR, is_feasible, pareto_front
+from automel.engine.constraints import LATENCY_ATTR, PARAMS_ATTR, is_feasible, pareto_front
 
 KEY_PARAMS = ("train.lr", "train.batch_size", "train.segment_len")
 

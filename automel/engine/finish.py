@@ -30,12 +30,12 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from automel.engine.artifacts import artifact_store, download_trial, has_weights
+from automel.engine.budget import above_chance
+from automel.engine.constraints import Constraints, feasible_complete, is_feasible
+from automel.engine.study import artifact_dir
 from automel.errors import StudyError
 from automel.runs import RunRecord, load_run, write_run_dir
-from automel.search.artifacts import artifact_store, download_trial, has_weights
-from automel.search.budget import above_chance
-from automel.search.constraints import Constraints, feasible_complete, is_feasible
-from automel.search.study import artifact_dir
 from automel.train.config import RunSettings
 from automel.train.device import autocast_dtype, release_memory
 from automel.train.run import Workspace, test_submission, train_run
@@ -80,7 +80,7 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
                  deadline: float | None = None, data_root: Path | None = None, note: Note = lambda _: None,
                  out: Path | None = None) -> FinishResult:
     """Ensemble, refit and export study ``study``'s best configurations to ``out`` (default ``<study>/best``)."""
-    from automel.search.export import exclusive, study_workspace
+    from automel.engine.export import exclusive, study_workspace
 
     limits = Constraints.of_study(study)
     if limits.active and (options.ensemble_size > 1 or options.refit_seeds > 1):
@@ -112,6 +112,11 @@ def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: F
     store = artifact_store(artifact_dir(home, study.study_name))
     candidates = distinct_best(study, store)
     if not candidates:
+        limits = Constraints.of_study(study)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if limits.active and not any(is_feasible(t) for t in finished):
+            raise StudyError(f"study '{study.study_name}' has no completed trial within its limits "
+                             f"({limits.describe()}): every model was over them; loosen them or use other plugins")
         if not options.refit:
             raise StudyError(f"study '{study.study_name}' has no completed trial to export: none reached the last "
                              f"rung within the time; give it a longer --time-limit or a smaller --steps-per-trial")
@@ -293,8 +298,8 @@ def _refit_one(member: Member, everything: Workspace, steps: int, seed_index: in
 def _export(study: optuna.Study, work: Workspace, members: list[Member], fitted: list[Fitted] | None,
             out: Path, ensemble: dict[str, float] | None, device: torch.device,
             formats: tuple[str, ...] = ()) -> FinishResult:
+    from automel.engine.export import EXPORT_INFO, model_card
     from automel.exporting import describe, staged_exports
-    from automel.search.export import EXPORT_INFO, model_card
 
     parts = _parts(members, fitted)
     best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else members[0].trial

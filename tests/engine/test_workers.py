@@ -22,8 +22,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automel.search.runner import is_surplus
-from automel.search.study import open_storage
+from automel.engine.runner import is_surplus
+from automel.engine.study import open_storage
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
 pytestmark = pytest.mark.serial

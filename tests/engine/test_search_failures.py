@@ -11,8 +11,8 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from automel.engine.study import default_storage, open_storage
 from automel.registry import default_registry
-from automel.search.study import default_storage, open_storage
 from automel.testing.plugins import FlakyEncoder, FlakyFrames
 from tests.conftest import run
 

@@ -14,13 +14,13 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from automel.engine.artifacts import artifact_store, download_trial
+from automel.engine.record import StudyRecord
+from automel.engine.study import adopt_content_id, artifact_dir
 from automel.errors import StudyError
 from automel.exporting import describe, staged_exports
 from automel.home import study_dir
 from automel.runs import load_run, versions, write_run_dir
-from automel.search.artifacts import artifact_store, download_trial
-from automel.search.record import StudyRecord
-from automel.search.study import adopt_content_id, artifact_dir
 from automel.train.device import autocast_dtype, select_device
 from automel.train.loop import evaluate
 from automel.train.run import Workspace, open_workspace, test_submission
@@ -31,7 +31,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
         try:
             return study.best_trial
         except ValueError:
-            from automel.search.constraints import Constraints
+            from automel.engine.constraints import Constraints
 
             limits = Constraints.of_study(study)
             within = f" within its limits ({limits.describe()})" if limits.active else ""

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import optuna
 
+from automel.engine.record import StudyRecord
+from automel.engine.runner import OpenedSearch, SearchOptions, attach_study
+from automel.engine.study import GRACE_PERIOD, adopt_content_id, open_storage
 from automel.errors import StudyError
 from automel.home import check_study_name
 from automel.registry import Registry, default_registry
-from automel.search.record import StudyRecord
-from automel.search.runner import OpenedSearch, SearchOptions, attach_study
-from automel.search.study import GRACE_PERIOD, adopt_content_id, open_storage
 from automel.train.device import select_device
 from automel.train.run import open_workspace
 
@@ -71,7 +71,7 @@ def _load(url: str, name: str) -> optuna.Study:
 
 def study_is_done(study: optuna.Study, target: int) -> bool:
     """True when the study holds its target and no trial is running or queued: time to export."""
-    from automel.search.runner import state_counts
+    from automel.engine.runner import state_counts
 
     counts = state_counts(study)
     return counts["finished"] >= target and counts["running"] == 0 and counts["waiting"] == 0

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automel.search.study import default_storage, open_storage
+from automel.engine.study import default_storage, open_storage
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
 pytestmark = pytest.mark.serial
