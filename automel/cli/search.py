@@ -157,6 +157,8 @@ def refit(
     quality: Annotated[str, typer.Option(help="fast | balanced | best: ensemble size and seeds.")] = "balanced",
     data: Annotated[Path | None, typer.Option(help="The study's data set, if it moved.")] = None,
     storage: StorageOption = None,
+    formats: Annotated[str | None, typer.Option("--formats",
+        help="Comma-separated deployable formats the export also gets: onnx, torchscript.")] = None,
     device: DeviceOption = "auto",
     home: HomeOption = None,
 ) -> None:
@@ -164,9 +166,11 @@ def refit(
     from automel.engine.budget import Clock, check_time_limit, parse_duration, quality_named
     from automel.engine.finish import FinishOptions, finish_study
     from automel.engine.runner import load_study
+    from automel.exporting import require_formats
     from automel.home import resolve_home
     from automel.train.device import select_device
 
+    export_formats = require_formats(_names(formats))  # a bad format fails before the refit, not after it
     chosen = quality_named(quality)
     deadline = None
     if time_limit is not None:
@@ -175,7 +179,8 @@ def refit(
         deadline = Clock(limit_s, chosen).finish_deadline()
     where = resolve_home(home)
     loaded = load_study(where, study, storage)
-    options = FinishOptions(ensemble_size=chosen.ensemble_size, refit_seeds=chosen.refit_seeds, steps=steps)
+    options = FinishOptions(ensemble_size=chosen.ensemble_size, refit_seeds=chosen.refit_seeds, steps=steps,
+                            formats=export_formats)
     try:
         result = finish_study(loaded, where, options, select_device(device), deadline=deadline, data_root=data,
                               note=lambda line: console.print(line, highlight=False))

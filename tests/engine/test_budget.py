@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from automel.engine.budget import CHANCE_TRIALS, MIN_TIME_LIMIT_S, parse_duration
 from automel.engine.study import default_storage, open_storage
-from tests.conftest import run
+from tests.conftest import HW4_SAMPLE, need, run
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
 pytestmark = pytest.mark.serial
@@ -100,16 +101,25 @@ def test_time_limited_search_refits_on_all_data_and_accounts_for_its_budget(
     assert [r["time_limit_s"] for r in runs] == [40, 30] and runs[1]["total_s"] <= 30 * 1.05
 
 
-@pytest.fixture
-def searched(cli: CliRunner, hw4_sample: Path, isolated_home: Path) -> Path:
-    """A finished study without refit: its export is the best trial itself.
+@pytest.fixture(scope="module")
+def searched_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished study without refit, once per module: its export is the best trial itself.
 
     No pruning, so all four trials complete and the ensemble test has several candidates whatever the
     sampler draws.
     """
-    code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "s", "--trials", 4, "--steps-per-trial", 36,
-                          "--no-refit", "--no-portfolio", "--seed", 3, *FAST, "--pruner", "none")
+    home = tmp_path_factory.mktemp("searched")
+    code, _, stderr = run(CliRunner(), "search", "--data", need(HW4_SAMPLE), "--study", "s", "--home", home,
+                          "--trials", 4, "--steps-per-trial", 36, "--no-refit", "--no-portfolio", "--seed", 3, *FAST,
+                          "--pruner", "none")
     assert code == 0, stderr
+    return home
+
+
+@pytest.fixture
+def searched(searched_home: Path, isolated_home: Path) -> Path:
+    """A copy of that study in the test's own home (tests refit and re-export it); its export folder."""
+    shutil.copytree(searched_home, isolated_home, dirs_exist_ok=True)
     return isolated_home / "s" / "best"
 
 
@@ -121,11 +131,16 @@ def test_no_refit_exports_the_best_trial(searched: Path, isolated_home: Path) ->
 
 
 def test_refit_command_refits_a_finished_study(cli: CliRunner, searched: Path, hw4_answers: Path) -> None:
-    code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 25, "--quality", "fast", "--device", "cpu")
+    before = (searched / "export.json").read_text()
+    code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 25, "--formats", "torchscript,gif")
+    assert code == 2 and "gif" in stderr and (searched / "export.json").read_text() == before  # refused at once
+    code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 25, "--quality", "fast", "--device", "cpu",
+                          "--formats", "torchscript")
     assert code == 0, stderr
     config = json.loads((searched / "config.json").read_text())
     assert config["refit"]["steps"] == 25 and config["refit"]["data"] == "train+valid"
     assert json.loads((searched / "export.json").read_text())["kind"] == "refit"
+    assert (searched / "model.ts").is_file()  # the deployable file, checked against PyTorch before it was kept
     assert score(cli, searched / "output.csv", hw4_answers) > 0.1
 
 
