@@ -126,7 +126,8 @@ def _progress_hooks(progress: Callable[[str], None] | None, target: int) -> Sear
     def on_start(study: optuna.Study, steps: int) -> None:
         say(f"search started: study {study.study_name}, {steps} steps per trial")
 
-    return SearchHooks(note=say, phase=say, events=SearchEvents(on_start=on_start, on_trial_end=on_trial_end))
+    events = SearchEvents(on_start=on_start, on_trial_end=on_trial_end)
+    return SearchHooks(note=say, aside=say, phase=say, events=events)
 
 
 class SearchResult:

@@ -13,6 +13,7 @@ from automel.cli._common import (
     DeviceOption,
     HomeOption,
     console,
+    err_console,
     handle_errors,
     interrupted_exit,
     quiet_optuna,
@@ -125,7 +126,10 @@ def _hooks(trials: int) -> SearchHooks:
     def say(line: str) -> None:
         console.print(line, highlight=False, soft_wrap=True, markup=False)
 
-    return SearchHooks(note=say, phase=say_plain, events=view.events(), watching=lambda: view.live,
+    def aside(line: str) -> None:
+        err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    return SearchHooks(note=say, aside=aside, phase=say_plain, events=view.events(), watching=lambda: view.live,
                        refresh=view.refresh, on_search_end=_report_search)
 
 

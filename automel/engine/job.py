@@ -35,7 +35,8 @@ def _nothing(*_: Any) -> None:
 class SearchHooks:
     """What a user interface sees of a search job; every hook is optional.
 
-    ``note``: lines always worth showing (the refit's plan, an early stop); ``phase``: progress lines
+    ``note``: lines always worth showing (the refit's plan, an early stop); ``aside``: diagnostics beside the
+    results (where worker logs are, a worker that died; the CLI's stderr); ``phase``: progress lines
     (search started, refit done) that a live view shows in its own way; ``events``: per trial (see
     :class:`SearchEvents`); ``watching``: a context around the trials (the CLI's live view); ``refresh``:
     called about once a second while worker processes run the trials; ``on_search_end``: after the trials,
@@ -43,6 +44,7 @@ class SearchHooks:
     """
 
     note: Note = _nothing
+    aside: Note = _nothing
     phase: Note = _nothing
     events: SearchEvents = field(default_factory=SearchEvents)
     watching: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
@@ -123,7 +125,7 @@ def run_in_workers(opened: OpenedSearch, home: Path, options: SearchOptions, wor
 
     started = launch_workers(opened, home, options, workers, data_root)
     where = ", ".join(sorted({w.device for w in started}))
-    hooks.note(f"{workers} workers on {where} ({started[0].threads} threads each); logs in {started[0].log.parent}")
+    hooks.aside(f"{workers} workers on {where} ({started[0].threads} threads each); logs in {started[0].log.parent}")
     hooks.events.on_start(opened.study, opened.steps)
     try:
         with hooks.watching():
@@ -136,7 +138,7 @@ def run_in_workers(opened: OpenedSearch, home: Path, options: SearchOptions, wor
         raise StudyError(f"all {len(started)} workers failed; worker {worker.index} exited {code}: "
                          f"{last_line(worker.log)} (log: {worker.log})")
     for worker, code in failed:
-        hooks.note(f"worker {worker.index} exited {code}: {last_line(worker.log)} (log: {worker.log})")
+        hooks.aside(f"worker {worker.index} exited {code}: {last_line(worker.log)} (log: {worker.log})")
     return False
 
 

@@ -22,7 +22,7 @@ from automel.engine.study import default_storage, open_storage
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
 pytestmark = pytest.mark.serial
 
-SEARCH = ["search", "--study", "proc", "--steps-per-trial", "400", "--encoders", "transformer", "--poolings", "mean",
+SEARCH = ["search", "--study", "proc", "--steps-per-trial", "200", "--encoders", "transformer", "--poolings", "mean",
           "--heads", "softmax", "--device", "cpu", "--pruner", "none", "--grace-period", "3", "--no-refit",
           "--quality", "fast"]
 
@@ -70,8 +70,7 @@ def test_sigkill_mid_trial_then_resume(hw4_sample: Path, isolated_home: Path) ->
     proc.wait(timeout=30)
     assert load(isolated_home).trials[victim.number].state == TrialState.RUNNING
     time.sleep(4)  # longer than --grace-period: the dead process's trial is now stale
-    resumed = automel(isolated_home, *SEARCH, "--data", str(hw4_sample), "--trials", "2",
-                      "--steps-per-trial", "400")
+    resumed = automel(isolated_home, *SEARCH, "--data", str(hw4_sample), "--trials", "2")
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr
     study = load(isolated_home)

@@ -100,6 +100,8 @@ def test_three_workers_reach_exactly_the_target(hw4_sample: Path, isolated_home:
     assert "best trial" in out
 
 
+# The journal's heartbeat path is tested on its own (test_shared_storage); a killed worker on SQLite and PostgreSQL.
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_killed_worker_s_trial_is_failed_and_retried(hw4_sample: Path, isolated_home: Path, storage_url: str,
                                                        study_name: str) -> None:
     proc = automel(isolated_home, "search", "--study", study_name, "--storage", storage_url, "--data",
