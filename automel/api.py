@@ -70,8 +70,8 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     from automel.home import resolve_home
 
     chosen_formats = require_formats(list(formats))  # a bad format fails now, not after the search
-    limit_s = DEFAULT_TIME_LIMIT_S if time_limit is None else (
-        float(time_limit) if isinstance(time_limit, int | float) else parse_duration(time_limit))
+    _check_at_least(trials=(trials, 1), keep=(keep, 1), workers=(workers, 1), steps_per_trial=(steps_per_trial, 10))
+    limit_s = DEFAULT_TIME_LIMIT_S if time_limit is None else parse_duration(str(time_limit), "time_limit")
     check_time_limit(limit_s)
     chosen = quality_named(quality)
     clock = Clock(limit_s, chosen, refit=refit)  # the corpus, when it must be generated, counts too
@@ -100,6 +100,15 @@ def _optuna_warnings_only() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(previous)
+
+
+def _check_at_least(**values: tuple[int | None, int]) -> None:
+    """:class:`ConfigError` naming the first whole-number option below its least value (None: not given)."""
+    from automel.errors import ConfigError
+
+    for name, (value, least) in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ConfigError(f"{name} must be a whole number of at least {least}, got {value!r}")
 
 
 def _listed(names: Sequence[str] | None) -> list[str] | None:

@@ -155,7 +155,11 @@ def test_load_names_what_is_missing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("options", "error", "words"), [
-    ({"time_limit": "soon"}, ConfigError, "--time-limit 'soon' is not a duration"),
+    ({"time_limit": "soon"}, ConfigError, "time_limit 'soon' is not a duration"),
+    ({"time_limit": float("nan")}, ConfigError, "time_limit 'nan' is not a duration"),
+    ({"trials": 0}, ConfigError, "trials must be a whole number of at least 1, got 0"),
+    ({"steps_per_trial": 5}, ConfigError, "steps_per_trial must be a whole number of at least 10, got 5"),
+    ({"workers": 1.5}, ConfigError, "workers must be a whole number of at least 1, got 1.5"),
     ({"time_limit": 5}, ConfigError, "shorter than the shortest useful run"),
     ({"formats": ["gif"]}, ExportError, "gif"),
     ({"max_params": 0}, ConfigError, "--max-params must be a positive number"),
