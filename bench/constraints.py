@@ -1,7 +1,7 @@
 """Size and latency limits: what measuring a trial costs, and what a size limit costs in accuracy.
 
     cd bench && ../.venv/bin/python constraints.py [--presets simple,medium,hard,boss] [--repeats 5]
-    cd bench && ../.venv/bin/python constraints.py --search --time-limit 3m --max-params 60000
+    cd bench && ../.venv/bin/python constraints.py --search [--time-limit 3m] [--max-params N] [--seed 0]
 
 Without ``--search``: for each preset (600 classes, 40 mels, random weights), the parameter count and the
 search's own latency measurement (:func:`automel.engine.constraints.cpu_latency_ms`: one 3 s utterance,
@@ -9,7 +9,8 @@ batch 1, median of 5 calls after a warm-up), taken ``--repeats`` times to show i
 time one measurement costs a trial.
 
 With ``--search``: two searches of the embedded synthetic corpus with the same time limit and seed, without a
-limit and with ``--max-params``, through the Python API; for each, the exported model's size and latency,
+limit and with ``--max-params`` (default: a third of the size of the first search's export), through the
+Python API; for each, the exported model's size and latency,
 the best trial's validation accuracy and the export's test accuracy against the corpus's answer key. The
 searches run one after the other, so run it on a quiet machine.
 """
@@ -46,13 +47,16 @@ def measure_presets(presets: list[str], repeats: int) -> None:
                machine=machine())
 
 
-def compare_searches(time_limit: str, max_params: int, seed: int) -> None:
+def compare_searches(time_limit: str, max_params: int | None, seed: int) -> None:
+    """The unlimited search first; then one limited to ``max_params`` (default: a third of the first's export)."""
     import automel
     from automel.score import score_submission
 
     corpus = default_corpus()
-    for label, limit in (("no limit", None), (f"--max-params {max_params}", max_params)):
-        home = BENCH_HOME / f"constraints-{limit or 'none'}-{seed}"
+    limit: int | None = None
+    for _ in range(2):
+        label = "no limit" if limit is None else f"--max-params {limit}"
+        home = BENCH_HOME / f"constraints-{limit or 'none'}-{seed}-{int(time.time())}"
         started = time.monotonic()
         result = automel.search(corpus, time_limit=time_limit, home=home, seed=seed, study=f"c{seed}",
                                 max_params=limit, device="cpu")
@@ -67,6 +71,9 @@ def compare_searches(time_limit: str, max_params: int, seed: int) -> None:
                test_acc=round(score_submission(result.path / "output.csv", corpus / "answers.csv").accuracy, 4),
                config=f"{model.config['encoder']}/{model.config['pooling']}/{model.config['head']}",
                machine=machine())
+        if limit is not None:
+            break
+        limit = max_params or count_parameters(model.inference.model) // 3
 
 
 def main() -> None:
@@ -75,7 +82,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--search", action="store_true")
     parser.add_argument("--time-limit", default="3m")
-    parser.add_argument("--max-params", type=int, default=60_000)
+    parser.add_argument("--max-params", type=int, default=None,
+                        help="The second search's limit [default: a third of the first search's export]")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.search:

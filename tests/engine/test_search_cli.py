@@ -39,7 +39,7 @@ def states(study: optuna.Study) -> dict[str, int]:
 
 def test_search_hw4_sample_prunes_resumes_and_exports(cli: CliRunner, hw4_sample: Path, hw4_answers: Path,
                                                      isolated_home: Path) -> None:
-    args = ["search", "--data", hw4_sample, "--study", "hw4", "--steps-per-trial", 60, "--seed", 1, *FAST]
+    args = ["search", "--data", hw4_sample, "--study", "hw4", "--steps-per-trial", 42, "--seed", 1, *FAST]
     code, stdout, stderr = run(cli, *args, "--trials", 10)
     assert code == 0, stderr
     study = load(isolated_home, "hw4")
@@ -106,7 +106,7 @@ def test_search_on_small_synthetic_corpus(cli: CliRunner, tmp_path: Path, isolat
     code, _, stderr = run(cli, "data", "synth", data, "--speakers", 6, "--utterances", 14, "--seed", 2,
                           "--test-per-speaker", 4)
     assert code == 0, stderr
-    code, _, stderr = run(cli, "search", "--data", data, "--trials", 3, "--steps-per-trial", 120,
+    code, _, stderr = run(cli, "search", "--data", data, "--trials", 3, "--steps-per-trial", 80,
                                "--pruner", "none", "--sampler", "random", *FAST)
     assert code == 0, stderr
     names = [p.stem for p in isolated_home.glob("*.db")]
@@ -117,7 +117,7 @@ def test_search_on_small_synthetic_corpus(cli: CliRunner, tmp_path: Path, isolat
     best = isolated_home / names[0] / "best"
     assert score_submission(best / "output.csv", data / "answers.csv").accuracy > 1 / 6
     # only the best `keep` trials keep their weights
-    code, _, _ = run(cli, "search", "--data", data, "--trials", 5, "--steps-per-trial", 120, "--pruner", "none",
+    code, _, _ = run(cli, "search", "--data", data, "--trials", 5, "--steps-per-trial", 80, "--pruner", "none",
                      "--sampler", "random", "--keep", 2, *FAST)
     assert code == 0
     study = load(isolated_home, names[0])
