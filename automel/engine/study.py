@@ -99,16 +99,27 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
             _listen_sqlite()
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            try:
-                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-            except Exception as exc:
-                if "already exists" not in str(exc):
-                    raise
-                # Another process created the tables at the same moment: they are there now.
-                time.sleep(0.5)
-                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            for attempt in range(CREATE_RACE_RETRIES + 1):
+                try:
+                    return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+                except Exception as exc:
+                    if attempt == CREATE_RACE_RETRIES or not _lost_creation_race(exc):
+                        raise
+                    # Another process created the schema at the same moment: it is there now.
+                    time.sleep(0.5 * (attempt + 1))
+            raise AssertionError("unreachable: the last attempt returns or raises")
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
         raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+CREATE_RACE_RETRIES = 3
+# What a new database says when two processes create Optuna's schema at once: a table that appeared
+# meanwhile, or the schema version row (alembic_version) inserted twice (SQLite, PostgreSQL).
+_CREATION_RACE = ("already exists", "UNIQUE constraint failed: alembic_version", "duplicate key value")
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    return any(sign in str(exc) for sign in _CREATION_RACE)
 
 
 def _sqlite_database(url: str) -> Path | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from automel.engine.record import DatasetRef, EngineRecord, StudyRecord
 from automel.engine.runner import Action, SearchOptions, SearchOutcome, next_action, open_search, run_trials
 from automel.engine.space import SearchSpace
+from automel.engine.study import open_storage
 from automel.errors import StudyError
 
 TINY = SearchOptions(trials=2, steps_per_trial=10, encoders=["transformer"], poolings=["mean"], heads=["softmax"],
@@ -78,3 +80,38 @@ def test_a_trial_taken_over_by_another_worker_does_not_count(hw4_sample: Path, i
     monkeypatch.setattr(optuna.Study, "optimize", broken)
     with pytest.raises(ValueError, match="something else"):
         run_trials(opened, isolated_home, SearchOptions(**{**TINY.__dict__, "trials": 3}))
+
+
+@pytest.mark.parametrize("race", ["(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num",
+                                  "(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint",
+                                  "table studies already exists"])
+def test_a_database_two_processes_create_at_once_opens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       race: str) -> None:
+    import optuna.storages
+
+    real, calls = optuna.storages.RDBStorage, list[int]()
+
+    def racing(*args: Any, **kwargs: Any) -> optuna.storages.RDBStorage:
+        calls.append(1)
+        if len(calls) == 1:  # the other process inserted the schema between our look and our insert
+            raise RuntimeError(race)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}", heartbeat=False)
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+
+def test_a_database_that_fails_otherwise_is_not_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import optuna.storages
+
+    calls: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        raise RuntimeError("(sqlite3.DatabaseError) file is not a database")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(StudyError, match=r"cannot open storage .*race\.db: .*file is not a database"):
+        open_storage(f"sqlite:///{tmp_path / 'race.db'}", heartbeat=False)
+    assert len(calls) == 1
