@@ -352,31 +352,10 @@ class Model:
 
 
 def _items(inputs: Inputs) -> list[InputItem]:
-    """Paths as ``automel predict`` takes them (ids: the path as given); arrays get ids ``"0"``, ``"1"``…"""
-    from automel.inference import InputItem, collect_inputs
+    """One input or a list of them, as :func:`automel.inference.collect_inputs` takes them."""
+    import torch
 
-    single = isinstance(inputs, str | Path) or _is_array(inputs)
-    given: list[Any] = [inputs] if single else list(inputs)
-    items: list[InputItem] = []
-    for index, value in enumerate(given):
-        if _is_array(value):
-            items.append(InputItem.of_features(str(index), value))
-        else:
-            items += collect_inputs([Path(value)])
-    from automel.errors import DataError
+    from automel.inference import collect_inputs
 
-    if not items:
-        raise DataError("no inputs: give audio files, .pt feature files, folders, data sets or feature arrays")
-    if len({item.id for item in items}) < len(items):
-        raise DataError("inputs: an id is given twice (each path, or position of an array, must be unique)")
-    return items
-
-
-def _is_array(value: Any) -> bool:
-    if isinstance(value, np.ndarray):
-        return True
-    import sys
-
-    torch_module = sys.modules.get("torch")
-    return torch_module is not None and isinstance(value, torch_module.Tensor)
-
+    single = isinstance(inputs, str | Path | np.ndarray | torch.Tensor)
+    return collect_inputs([inputs] if single else list(inputs))

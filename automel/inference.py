@@ -91,17 +91,21 @@ class Prediction:
         return self.speakers[0]
 
 
-def collect_inputs(inputs: Sequence[Path]) -> list[InputItem]:
+def collect_inputs(inputs: Sequence[Path | str | np.ndarray | torch.Tensor]) -> list[InputItem]:
     """The utterances ``inputs`` name, in order; :class:`DataError` naming the first that is unusable.
 
     An audio or ``.pt`` file is one utterance (id: the path as given); an HW4 data set folder gives all
     its utterances (id: the feature file name); another folder gives the audio files under it (id: the
-    path as given joined with the file's path inside it). Ids must be unique.
+    path as given joined with the file's path inside it); features ``(T, n_mels)`` in memory (an array or
+    a tensor, checked when they run) are one utterance (id: their position in ``inputs``). Ids must be unique.
     """
     if not inputs:
         raise DataError("no inputs: give audio files, .pt feature files, folders of audio or an HW4 data set")
     items: list[InputItem] = []
-    for given in inputs:
+    for index, given in enumerate(inputs):
+        if isinstance(given, np.ndarray | torch.Tensor):
+            items.append(InputItem.of_features(str(index), given))
+            continue
         path = Path(given)
         if path.is_dir():
             items += _dataset_items(path) if (path / METADATA).is_file() else _folder_items(path)
