@@ -99,15 +99,15 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
             _listen_sqlite()
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for attempt in range(CREATE_RACE_RETRIES + 1):
+            for attempt in range(CREATE_RACE_RETRIES):
                 try:
                     return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
                 except Exception as exc:
-                    if attempt == CREATE_RACE_RETRIES or not _lost_creation_race(exc):
+                    if not _lost_creation_race(exc):
                         raise
                     # Another process created the schema at the same moment: it is there now.
                     time.sleep(0.5 * (attempt + 1))
-            raise AssertionError("unreachable: the last attempt returns or raises")
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
         raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
 
