@@ -74,8 +74,8 @@ def assert_complete_and_distinct(study: optuna.Study, target: int) -> None:
     # A failure is either a surplus start (the target was already covered) or a dead worker's trial that
     # was retried; anything else is a lost trial.
     retried = _retried(trials)
-    unexplained = [t.number for t in trials if t.state == TrialState.FAIL and not is_surplus(t)
-                   and t.number not in retried]
+    unexplained = [(t.number, t.user_attrs.get("fail_reason"), t.user_attrs.get("worker")) for t in trials
+                   if t.state == TrialState.FAIL and not is_surplus(t) and t.number not in retried]
     assert not unexplained, f"failed trials that were neither surplus nor retried: {unexplained}"
 
 
