@@ -17,6 +17,7 @@ Shapes: ``B`` batch, ``T`` frames, ``C``/``D`` channels; ``mask (B, T)`` bool, T
   normalises real frames with statistics polluted by padding; ``check_train_masking`` catches it.
 - :class:`MaskedSelfAttention` ``forward(x (B, T, D), mask (B, T)) -> (B, T, D)``: multi-head
   self-attention through ``F.scaled_dot_product_attention`` in which no query attends to a padded key.
+- :class:`Dropout`: ``nn.Dropout`` with a cheaper mask in CPU training (see :func:`cpu_dropout`).
 
 The fast path. Most training batches are crops of equal length and have no padding at all; then the
 masked layers run the plain kernels (``F.batch_norm``, attention without a mask). Whether a batch is
@@ -39,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MaskedBatchNorm1d", "MaskedSelfAttention", "always_masked", "has_padding", "masked_fill_channels",
-           "masked_fill_padding", "masked_mean", "unpadded"]
+__all__ = ["Dropout", "MaskedBatchNorm1d", "MaskedSelfAttention", "always_masked", "cpu_dropout", "has_padding",
+           "masked_fill_channels", "masked_fill_padding", "masked_mean", "unpadded"]
 
 # The mask object of the batch being run when the host knows it has no padded frame (see `unpadded`).
 _UNPADDED_MASK: ContextVar[Tensor | None] = ContextVar("automel_unpadded_mask", default=None)
@@ -124,6 +125,42 @@ def has_padding(mask: Tensor | None) -> bool:
     return True
 
 
+def cpu_dropout(x: Tensor, p: float) -> Tensor:
+    """Inverted dropout of ``x`` (any shape) with a mask drawn 16 bits per element: ``x -> x.shape``.
+
+    ``F.dropout`` on a CPU draws one Bernoulli sample per element, and that draw alone took a fifth of
+    a Conformer's training step. Here one 64-bit word from the same generator (so ``torch.manual_seed``
+    still decides everything) yields four 16-bit lanes, each kept when it is at or above
+    ``p * 65536``: the rate is ``p`` rounded to a multiple of 1/65,536, and the kept values are scaled by
+    ``1 / (1 - rate)`` so that the expectation stays ``x``. Forward and backward take about half of
+    ``F.dropout``'s time (``bench/fastpath_ab.py``). Accelerators keep ``F.dropout``: it is fused there.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability {p} must be in [0, 1)")
+    dropped = round(p * 65536)
+    if dropped == 0:
+        return x
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
+    # [-2**63, 2**63 - 1): all 64 bits random (random_() alone leaves the sign bit at zero).
+    lanes = words.random_(-(2**63), 2**63 - 1).view(torch.int16)[:n].view(x.shape)
+    scale = x.new_full((), 65536 / (65536 - dropped))
+    return x * torch.where(lanes >= dropped - 32768, scale, x.new_zeros(()))
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` that uses :func:`cpu_dropout` in CPU training: same arguments, same state, no parameter.
+
+    Elsewhere (eval, an accelerator, ``inplace``, under ``torch.compile``, which fuses dropout itself)
+    it is ``nn.Dropout``. Being one, it is switched off by whatever switches ``nn.Dropout*`` off.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and not self.inplace and x.device.type == "cpu" and not torch.compiler.is_compiling():
+            return cpu_dropout(x, self.p)
+        return super().forward(x)
+
+
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm over ``x (B, C, T)`` whose training statistics use real frames only (``mask (B, T)``).
 
@@ -177,8 +214,11 @@ class MaskedSelfAttention(nn.Module):
     with a boolean key mask ``(B, 1, 1, T)``, or no mask at all for a batch without padding (which
     lets PyTorch pick its fused kernels). Parameters carry ``nn.MultiheadAttention``'s names and
     initialisation (``in_proj_weight (3D, D)``, ``in_proj_bias (3D,)``, ``out_proj``), so the state
-    dicts of models saved with it load unchanged. Attention dropout lives in ``attn_dropout`` (an
-    ``nn.Dropout``), so switching dropout modules off switches it off too.
+    dicts of models saved with it load unchanged. Attention dropout lives in ``attn_dropout`` (a
+    :class:`Dropout`), so switching dropout modules off switches it off too.
+
+    With attention dropout in CPU training, PyTorch's fused kernels do not apply and its math kernel
+    draws the dropout mask element by element; the same math runs here instead, with :func:`cpu_dropout`.
     """
 
     def __init__(self, d_model: int, nhead: int, dropout: float = 0.0) -> None:
@@ -189,7 +229,7 @@ class MaskedSelfAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
         self.out_proj = nn.Linear(d_model, d_model)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
@@ -198,9 +238,20 @@ class MaskedSelfAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(batch, frames, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         keys = mask[:, None, None, :] if has_padding(mask) else None  # True = may be attended to
-        p = self.attn_dropout.p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)  # (B, H, T, D / H)
+        p = self.attn_dropout.p if self.attn_dropout.training else 0.0
+        if p > 0.0 and x.device.type == "cpu" and not torch.compiler.is_compiling():
+            out = self._attend_with_cpu_dropout(q, k, v, keys)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)  # (B, H, T, D / H)
         return self.out_proj(out.transpose(1, 2).reshape(batch, frames, width))
+
+    def _attend_with_cpu_dropout(self, q: Tensor, k: Tensor, v: Tensor, keys: Tensor | None) -> Tensor:
+        """``softmax(q k^T / sqrt(d)) v`` with dropout on the weights, as SDPA's math kernel: ``(B, H, T, d)``."""
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, T)
+        if keys is not None:
+            scores = scores.masked_fill(~keys, float("-inf"))
+        weights = cpu_dropout(scores.softmax(dim=-1), self.attn_dropout.p)
+        return weights @ v
 
     def extra_repr(self) -> str:
         return f"d_model={self.out_proj.in_features}, num_heads={self.num_heads}"

@@ -5,7 +5,7 @@
 ``bench/fastpath.py`` runs whole revisions in separate processes: the end-to-end truth, but only on a
 quiet machine. This one stays fair on a busy one: each configuration's model is built once, a copy gets
 the layers of revision 524148b back (``OldMaskedBatchNorm1d``, ``nn.MultiheadAttention`` with a float
-key mask, ``nn.TransformerEncoder``; their code is copied below verbatim), and the two train in
+key mask, ``nn.TransformerEncoder``, ``nn.Dropout``; their code is copied below verbatim), and the two train in
 alternation on the same batches (forward, backward, clipping, AdamW: the default loop over parameters
 for the old, fused for the new, as the training loops build them), so that load from other
 processes hits both alike. The median of the per-step time ratios is reported.
@@ -33,7 +33,7 @@ from automel.data.batching import RandomCrops
 from automel.data.synth import default_corpus
 from automel.encoders.conformer import SelfAttention
 from automel.encoders.transformer import TransformerEncoder
-from automel.layers import MaskedBatchNorm1d, unpadded
+from automel.layers import Dropout, MaskedBatchNorm1d, unpadded
 from automel.model import build_model
 from automel.train.run import full_params, open_workspace
 
@@ -108,6 +108,10 @@ def old_version(model: nn.Module, params: dict[str, Any]) -> nn.Module:
                 setattr(module, child_name, OldSelfAttention(child))
     if isinstance(old.encoder, TransformerEncoder):
         old.encoder.layers = OldTransformerLayers(params)
+    for module in list(old.modules()):  # after the swaps above, which reuse some dropout modules
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, Dropout):
+                setattr(module, child_name, nn.Dropout(child.p))
     return old
 
 

@@ -34,7 +34,13 @@ from typing import Any
 import optuna
 from torch import Tensor, nn
 
-from automel.layers import MaskedBatchNorm1d, MaskedSelfAttention, masked_fill_channels, masked_fill_padding
+from automel.layers import (
+    Dropout,
+    MaskedBatchNorm1d,
+    MaskedSelfAttention,
+    masked_fill_channels,
+    masked_fill_padding,
+)
 from automel.plugin import EncoderPlugin, by_scale
 
 __all__ = ["Conformer", "ConformerBlock", "ConformerConfig", "ConformerEncoder"]
@@ -77,9 +83,9 @@ class FeedForward(nn.Module):
             nn.LayerNorm(d_model),
             nn.Linear(d_model, dim_feedforward),
             nn.SiLU(),  # Swish with beta = 1
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(dim_feedforward, d_model),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -93,7 +99,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
         self.attention = MaskedSelfAttention(d_model, nhead, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return self.dropout(self.attention(self.norm(x), mask))
@@ -113,7 +119,7 @@ class ConvModule(nn.Module):
         self.batch_norm = MaskedBatchNorm1d(d_model)
         self.activation = nn.SiLU()
         self.pointwise2 = nn.Conv1d(d_model, d_model, kernel_size=1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.glu(self.pointwise1(self.norm(x).transpose(1, 2)))  # (B, D, T)
@@ -149,7 +155,7 @@ class ConformerEncoder(nn.Module):
     def __init__(self, config: ConformerConfig, in_dim: int) -> None:
         super().__init__()
         self.out_dim = config.d_model
-        self.prenet = nn.Sequential(nn.Linear(in_dim, config.d_model), nn.Dropout(config.dropout))
+        self.prenet = nn.Sequential(nn.Linear(in_dim, config.d_model), Dropout(config.dropout))
         self.blocks = nn.ModuleList(ConformerBlock(config) for _ in range(config.num_layers))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

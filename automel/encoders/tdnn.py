@@ -36,7 +36,7 @@ import optuna
 import torch
 from torch import Tensor, nn
 
-from automel.layers import MaskedBatchNorm1d, masked_fill_channels, masked_fill_padding
+from automel.layers import Dropout, MaskedBatchNorm1d, masked_fill_channels, masked_fill_padding
 from automel.plugin import EncoderPlugin, by_scale
 
 __all__ = ["Tdnn", "TdnnConfig", "TdnnEncoder", "TdnnLayer"]
@@ -79,7 +79,7 @@ class TdnnLayer(nn.Module):
         padding = dilation * (kernel_size - 1) // 2  # output frame t is centred on input frame t
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding=padding)
         self.norm = MaskedBatchNorm1d(out_channels)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # A 1x1 convolution maps each frame alone: padded frames cannot reach real ones through it.
         self.reads_neighbours = kernel_size > 1
 

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from torch import Tensor, nn
 
-from automel.layers import MaskedSelfAttention, masked_fill_padding
+from automel.layers import Dropout, MaskedSelfAttention, masked_fill_padding
 from automel.plugin import EncoderPlugin, by_scale
 
 __all__ = ["Transformer", "TransformerConfig", "TransformerEncoder", "TransformerLayer", "TransformerStack"]
@@ -65,7 +65,7 @@ class TransformerLayer(nn.Module):
         self.self_attn = MaskedSelfAttention(d, config.nhead, config.dropout)
         self.linear1, self.linear2 = nn.Linear(d, ff), nn.Linear(ff, d)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.dropout, self.dropout1, self.dropout2 = (nn.Dropout(config.dropout) for _ in range(3))
+        self.dropout, self.dropout1, self.dropout2 = (Dropout(config.dropout) for _ in range(3))
         self.activation = nn.ReLU()  # the seed's (and PyTorch's default) activation
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

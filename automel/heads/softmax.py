@@ -15,6 +15,7 @@ from typing import Any, cast
 import optuna
 from torch import Tensor, nn
 
+from automel.layers import Dropout
 from automel.plugin import HeadPlugin
 
 __all__ = ["Softmax", "SoftmaxClassifier", "SoftmaxConfig"]
@@ -45,7 +46,7 @@ class SoftmaxClassifier(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden),
             nn.ReLU(),
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
             nn.Linear(hidden, num_classes),
         )
 
