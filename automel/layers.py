@@ -144,8 +144,8 @@ def cpu_dropout(x: Tensor, p: float) -> Tensor:
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
     # [-2**63, 2**63 - 1): all 64 bits random (random_() alone leaves the sign bit at zero).
     lanes = words.random_(-(2**63), 2**63 - 1).view(torch.int16)[:n].view(x.shape)
-    scale = x.new_full((), 65536 / (65536 - dropped))
-    return x * torch.where(lanes >= dropped - 32768, scale, x.new_zeros(()))
+    keep = (lanes >= dropped - 32768).to(x.dtype).mul_(65536 / (65536 - dropped))  # 0 or 1 / (1 - rate)
+    return x * keep
 
 
 class Dropout(nn.Dropout):
