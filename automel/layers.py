@@ -133,7 +133,7 @@ def cpu_dropout(x: Tensor, p: float) -> Tensor:
     still decides everything) yields four 16-bit lanes, each kept when it is at or above
     ``p * 65536``: the rate is ``p`` rounded to a multiple of 1/65,536, and the kept values are scaled by
     ``1 / (1 - rate)`` so that the expectation stays ``x``. Forward and backward take about half of
-    ``F.dropout``'s time (``bench/fastpath_ab.py``). Accelerators keep ``F.dropout``: it is fused there.
+    ``F.dropout``'s time (``bench/dropout.py``). Accelerators keep ``F.dropout``: it is fused there.
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability {p} must be in [0, 1)")
