@@ -155,8 +155,12 @@ class Dropout(nn.Dropout):
     it is ``nn.Dropout``. Being one, it is switched off by whatever switches ``nn.Dropout*`` off.
     """
 
+    def draws_on_cpu(self, x: Tensor) -> bool:
+        """Whether this module's mask for ``x`` comes from :func:`cpu_dropout` (else from ``F.dropout``)."""
+        return self.training and not self.inplace and x.device.type == "cpu" and not torch.compiler.is_compiling()
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and not self.inplace and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if self.draws_on_cpu(x):
             return cpu_dropout(x, self.p)
         return super().forward(x)
 
@@ -239,7 +243,7 @@ class MaskedSelfAttention(nn.Module):
         q, k, v = qkv.view(batch, frames, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         keys = mask[:, None, None, :] if has_padding(mask) else None  # True = may be attended to
         p = self.attn_dropout.p if self.attn_dropout.training else 0.0
-        if p > 0.0 and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if p > 0.0 and self.attn_dropout.draws_on_cpu(x):
             out = self._attend_with_cpu_dropout(q, k, v, keys)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)  # (B, H, T, D / H)
