@@ -16,7 +16,8 @@ def training_progress(**kwargs: Any) -> Progress:
     )
 
 
-def add_training_task(progress: Progress, description: str, steps: int) -> TaskID:
+def add_training_task(progress: Progress, description: str, steps: int | None) -> TaskID:
+    """A task of ``steps`` (None: a run that the clock ends, shown without a total)."""
     return progress.add_task(description, total=steps, loss="-", train_acc="-", valid_acc="-", lr="-", rate="-")
 
 

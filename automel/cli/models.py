@@ -35,7 +35,10 @@ def train(
     config: Annotated[Path | None, typer.Option(
         help="JSON of trial parameters, or a run's/export's config.json.")] = None,
     data: DataOption = None,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 2000,
+    steps: Annotated[int | None, typer.Option(min=1, show_default=False,
+        help="Training steps [default: 2000; with --time-limit, as many as the time allows].")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time-limit", show_default=False,
+        help="Wall-clock limit of the run (90s, 30m, 2h): the learning rate decays to zero by then.")] = None,
     valid_every: Annotated[int, typer.Option(min=1, help="Validate every N steps.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Run directory [default: <home>/runs/<name>-<time>].")] = None,
     device: DeviceOption = "auto",
@@ -54,9 +57,13 @@ def train(
     from automel.train.run import metrics_lines, open_workspace, test_submission, train_run
 
     warn_plugin_failures()
+    started = time.monotonic()
+    limit_s = train_time_limit(time_limit)
     params = _load_params(preset, config)
+    steps = steps or (DEFAULT_STEPS if limit_s is None else TIMED_MAX_STEPS)
+    deadline = None if limit_s is None else started + limit_s - finish_reserve_s(limit_s)
     settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, compile=compile_model,
-                           deterministic=deterministic)
+                           deterministic=deterministic, deadline=deadline)
     torch_device = select_device(device)
     root = resolve_data(data, home)
     work = open_workspace(root, resolve_home(home), split_seed=seed)
@@ -69,13 +76,39 @@ def train(
                   f"({len(work.split.train)} train / {len(work.split.valid)} valid utterances) on {torch_device}",
                   highlight=False)
     with training_progress(console=err_console) as progress:
-        task = add_training_task(progress, name, steps)
+        task = add_training_task(progress, name, None if steps == TIMED_MAX_STEPS else steps)
         model, result, record = train_run(params, work, settings, torch_device,
                                           on_progress=progress_hook(progress, task))
     rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
     run_dir = write_run_dir(target, model.state_dict(), record, metrics_lines(result), rows)
     console.print(f"best valid accuracy [bold]{result.best_valid_acc:.2%}[/] at step {result.best_step} "
                   f"({result.seconds:.0f} s) → {run_dir}", highlight=False)
+    if limit_s is not None:
+        ended = "annealed by the time limit" if result.schedule == "clock" else "all planned steps ran"
+        console.print(f"{result.steps} steps in {time.monotonic() - started:.0f} s of {limit_s:g} s: {ended}",
+                      highlight=False)
+
+
+DEFAULT_STEPS = 2000
+TIMED_MAX_STEPS = 1_000_000  # with --time-limit and no --steps: the clock ends the run
+
+
+def train_time_limit(text: str | None) -> float | None:
+    """Seconds of ``--time-limit``, checked like ``automel search``'s (same one-line errors)."""
+    from automel.engine.budget import check_time_limit, parse_duration
+
+    if text is None:
+        return None
+    seconds = parse_duration(text, "--time-limit")
+    check_time_limit(seconds)
+    return seconds
+
+
+def finish_reserve_s(limit_s: float) -> float:
+    """Set aside from a timed run for the test predictions and the files: the search's export reserve."""
+    from automel.engine.budget import EXPORT_RESERVE_S, EXPORT_RESERVE_SHARE
+
+    return EXPORT_RESERVE_S + EXPORT_RESERVE_SHARE * limit_s
 
 
 def _load_params(preset: str | None, config: Path | None) -> dict[str, Any]:

@@ -111,6 +111,8 @@ class TrialObjective:
         trial.set_user_attr("seconds", round(result.seconds, 2))
         trial.set_user_attr("train_seconds", round(result.seconds - result.validation_seconds, 2))
         trial.set_user_attr("best_step", result.best_step)
+        if result.averaging is not None:  # the refit averages its tail only where this says it won here
+            trial.set_user_attr("averaging", result.averaging)
         if result.stopped_by_deadline:
             trial.set_user_attr("pruned_reason", TIME_LIMIT_REASON)
             raise optuna.TrialPruned(f"{TIME_LIMIT_REASON} at step {result.steps}")

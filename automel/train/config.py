@@ -80,8 +80,13 @@ class RunSettings:
     ``amp`` enables bf16 (or fp16 with loss scaling) autocast on CUDA; CPU always runs float32.
     ``validate`` False trains without any validation and keeps the last weights (a refit on all labelled
     data has nothing held out). ``deadline`` (a ``time.monotonic()`` value) ends the run early, at the
-    next logging step after it passes. ``deterministic`` asks PyTorch for deterministic kernels only
-    (and no TF32, no cuDNN autotuning), so one seed gives one result on a GPU too, at a cost in speed.
+    next logging step after it passes, and the learning rate decays to zero by it whatever the machine's
+    speed (:mod:`automel.train.schedule`). ``average`` snapshots of the schedule's tail are averaged
+    (:mod:`automel.train.averaging`; 0 or 1: none) and the average replaces the weights where validation
+    shows it better; a run without validation uses it only when ``average_trusted`` (a validated run of the
+    same configuration found it better than its last weights). ``deterministic`` asks PyTorch for
+    deterministic kernels only (and no TF32, no cuDNN autotuning), so one seed gives one result on a GPU
+    too, at a cost in speed.
     """
 
     steps: int = 2000
@@ -94,7 +99,11 @@ class RunSettings:
     validate: bool = True
     deadline: float | None = None
     deterministic: bool = False
+    average: int = 8
+    average_trusted: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.valid_every < 1 or self.log_every < 1:
             raise ConfigError("steps, valid_every and log_every must be positive")
+        if self.average < 0:
+            raise ConfigError(f"average = {self.average} must be 0 (off) or a number of snapshots")

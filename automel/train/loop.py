@@ -8,10 +8,10 @@ pruning plugs in without this loop knowing about Optuna.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from automel.data.store import FeatureStore
 from automel.errors import NonFiniteLossError
 from automel.layers import unpadded
 from automel.plugin import set_head_progress
+from automel.train.averaging import BN_BATCHES, MIN_STEPS, TailAverage, reestimate_batchnorm
 from automel.train.config import RunSettings, TrainParams
 from automel.train.device import (
     autocast,
@@ -32,6 +33,9 @@ from automel.train.device import (
     prepare_device,
     release_memory,
 )
+from automel.train.schedule import Schedule, cosine_factor
+
+ANNEALED = 0.01  # a run whose last rate is at most this share of the peak ended annealed
 
 # Called after each validation with the step and metrics; returns True to stop training.
 Callback = Callable[[int, dict[str, float]], bool]
@@ -53,18 +57,16 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by_deadline: bool = False  # ``settings.deadline`` passed before the last step
     validation_seconds: float = 0.0  # of ``seconds``, spent validating
+    planned_steps: int = 0  # ``settings.steps``: what was planned, against ``steps``, what ran
+    schedule: str = "steps"  # what set the decay at the end: "steps", or "clock" (the deadline)
+    final_lr: float = 0.0  # the rate of the last step
+    annealed: bool = False  # the last step's rate was at most 1 % of the peak
+    averaging: dict[str, Any] | None = None  # the tail average, when one was made (see _finish_average)
 
 
 def lr_lambda(steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Linear warm-up to 1, then cosine decay to 0 (the course's ``get_cosine_schedule_with_warmup``)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-
-    return factor
+    """Linear warm-up to 1, then cosine decay to 0 over ``steps`` (:func:`automel.train.schedule.cosine_factor`)."""
+    return lambda step: cosine_factor(step, steps, warmup_steps)
 
 
 def fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: TrainParams, settings: RunSettings,
@@ -86,13 +88,13 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
     # takes a third of the time of the default loop over parameters (bench/fastpath_ab.py).
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay,
                                   fused=True if device.type in ("cpu", "cuda") else None)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(settings.steps, params.warmup_for(settings.steps)))
+    schedule = Schedule(optimizer, settings.steps, params.warmup_for(settings.steps), settings.deadline)
+    average = TailAverage(model, settings.average) if settings.average > 1 and settings.steps >= MIN_STEPS else None
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     batches = RandomCrops(store, split.train, params.batch_size, params.segment_len, seed=settings.seed)
     augment = Augmenter.from_params(params, settings.seed)  # training batches only, never validation
-    result = TrainResult(-1.0, 0, 0, 0.0, False, {})
+    result = TrainResult(-1.0, 0, 0, 0.0, False, {}, planned_steps=settings.steps)
     window_losses: list[torch.Tensor] = []
     correct = torch.zeros((), device=device)
     seen = 0
@@ -103,13 +105,18 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
         batch = next(batches)
         batch.x = augment(batch.x, batch.mask)
         _set_progress(model, step / settings.steps)
+        schedule.set_step(step - 1)
         loss, hits = trainer.step(batch)
-        schedule.step()
+        if average is not None:
+            average.offer(schedule.progress)
         # Keep losses on the device and look at them only every log_every steps: no per-step sync on GPU.
         window_losses.append(loss)
         correct += hits
         seen += len(batch.labels)
         last = step == settings.steps
+        if schedule.finished and schedule.by_clock and not last:
+            # Annealed by the clock: the deadline is here, and further steps at a zero rate change nothing.
+            result.stopped_by_deadline, last = True, True
         if step % settings.log_every and step % settings.valid_every and not last:
             continue
         if settings.deadline is not None and time.monotonic() >= settings.deadline and not last:
@@ -117,7 +124,7 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
             result.stopped_by_deadline, last = True, True
         train_loss = _check_window(window_losses, step)
         metrics = {"step": float(step), "loss": train_loss, "train_acc": float(correct) / max(seen, 1),
-                   "lr": float(schedule.get_last_lr()[0]), "seconds": time.perf_counter() - started}
+                   "lr": schedule.last_lr(), "seconds": time.perf_counter() - started}
         window_losses, correct, seen = [], torch.zeros((), device=device), 0
         if (step % settings.valid_every == 0 or last) and settings.validate:
             validation_started = time.perf_counter()
@@ -132,20 +139,60 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
                 result.steps = step
                 break
             model.train()
-        elif on_progress:
-            on_progress(step, metrics)
+        else:
+            if not settings.validate:  # no validation rows: the log rows are the run's curve (metrics.jsonl)
+                result.history.append(metrics)
+            if on_progress:
+                on_progress(step, metrics)
         result.steps = step
         if last:
             break
+    result.schedule, result.final_lr = ("clock" if schedule.by_clock else "steps"), schedule.last_lr()
+    result.annealed = schedule.factor <= ANNEALED
     if not settings.validate:  # a refit on all labelled data: no held-out score, keep the last weights
         result.best_step = result.steps
         result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if average is not None and not result.stopped_by_callback:
+        _finish_average(result, average, schedule.progress, model, store, split, params, settings, device, amp_dtype)
     result.seconds = time.perf_counter() - started
-    del optimizer, schedule, trainer
+    del optimizer, schedule, trainer, average
     if settings.compile:
         torch._dynamo.reset()  # else each architecture of a search adds a compiled entry until dynamo gives up
     release_memory(device)
     return result
+
+
+def _finish_average(result: TrainResult, average: TailAverage, progress: float, model: torch.nn.Module,
+                    store: FeatureStore, split: Split, params: TrainParams, settings: RunSettings,
+                    device: torch.device, amp_dtype: torch.dtype | None) -> None:
+    """Weigh the tail average against the last weights, and keep it where it wins.
+
+    BatchNorm statistics of the average are re-estimated on un-augmented training crops. A run that
+    validates compares it with the last weights on validation (accuracy, then loss) and records whether it
+    won; the run's model becomes the average when it also beats the best checkpoint. A run without
+    validation (a refit) keeps the average when ``settings.average_trusted`` says a validated run of the
+    same configuration found it better (the refit's source trial).
+    """
+    averaged = average.finish(progress)
+    if averaged is None:
+        return
+    crops = RandomCrops(store, split.train, params.batch_size, params.segment_len, seed=settings.seed + 1)
+    bn_batches = reestimate_batchnorm(averaged, (next(crops) for _ in range(BN_BATCHES)))
+    info: dict[str, Any] = {"snapshots": average.n_averaged, "bn_batches": bn_batches}
+    state = {k: v.detach().to("cpu", copy=True) for k, v in averaged.state_dict().items()}
+    if settings.validate and result.history:
+        last = result.history[-1]
+        scored = _validate(averaged, store, split, device, amp_dtype)
+        wins = (scored["valid_acc"], -scored["valid_loss"]) > (last["valid_acc"], -last["valid_loss"])
+        info.update(valid_acc=scored["valid_acc"], valid_loss=scored["valid_loss"], last_valid_acc=last["valid_acc"],
+                    last_valid_loss=last["valid_loss"], wins=wins, used=scored["valid_acc"] > result.best_valid_acc)
+        if info["used"]:
+            result.best_valid_acc, result.best_state = scored["valid_acc"], state
+    elif not settings.validate:
+        info["used"] = settings.average_trusted
+        if settings.average_trusted:
+            result.best_state = state
+    result.averaging = info
 
 
 def _set_progress(model: torch.nn.Module, progress: float) -> None:

@@ -86,11 +86,20 @@ def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings,
     record = RunRecord(
         params=full, n_mels=store.n_mels, speakers=store.dataset.speakers, dataset=work.dataset_info(),
         result={"valid_acc": result.best_valid_acc, "best_step": result.best_step, "steps": result.steps,
-                "seconds": round(result.seconds, 3)},
+                "seconds": round(result.seconds, 3), **schedule_record(result)},
         extra={"split": work.split.to_json(store.paths), "settings": dataclasses.asdict(settings),
                "versions": versions()},
     )
     return model.cpu().eval(), result, record
+
+
+def schedule_record(result: TrainResult) -> dict[str, Any]:
+    """What was planned against what ran, and how the run ended (config.json's ``result``)."""
+    record: dict[str, Any] = {"planned_steps": result.planned_steps, "schedule": result.schedule,
+                              "final_lr": result.final_lr, "annealed": result.annealed}
+    if result.averaging is not None:
+        record["averaging"] = result.averaging
+    return record
 
 
 def test_submission(model: torch.nn.Module, store: FeatureStore, speakers: tuple[str, ...],

@@ -146,3 +146,30 @@ def test_train_deterministic_gives_one_result_and_records_it(cli: CliRunner, hw4
     for key, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[key]), key
     assert not torch.are_deterministic_algorithms_enabled()  # scoped to the runs
+
+
+def test_train_with_a_time_limit_ends_annealed_and_records_plan_and_run(
+        cli: CliRunner, hw4_sample: Path, tmp_path: Path) -> None:
+    out = tmp_path / "timed"
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"train.batch_size": 8, "train.segment_len": 64, "train.warmup": 0.0}))
+    code, stdout, stderr = run(cli, "train", "--preset", "simple", "--config", config, "--data", hw4_sample,
+                               "--time-limit", "30s", "--valid-every", 300, "--out", out, "--device", "cpu")
+    assert code == 0, stderr
+    assert "annealed by the time limit" in stdout
+    result = json.loads((out / "config.json").read_text())["result"]
+    assert result["schedule"] == "clock" and result["annealed"] and result["final_lr"] < 1e-5
+    assert result["planned_steps"] == 1_000_000 and 0 < result["steps"] < result["planned_steps"]
+    assert (out / "output.csv").is_file()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) > 1 and rows[-1]["lr"] < rows[0]["lr"] and rows[-1]["step"] == result["steps"]
+
+
+@pytest.mark.parametrize(("limit", "says"), [
+    ("0", "must be longer than zero"), ("soon", "is not a duration"), ("10s", "shorter than the shortest"),
+])
+def test_train_refuses_a_bad_time_limit_in_one_line(cli: CliRunner, hw4_sample: Path, tmp_path: Path,
+                                                   limit: str, says: str) -> None:
+    code, _, stderr = run(cli, "train", "--data", hw4_sample, "--time-limit", limit, "--out", tmp_path / "r")
+    assert code == 2 and says in stderr and "--time-limit" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
