@@ -47,13 +47,16 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
            steps_per_trial: int | None = None, workers: int = 1, formats: Sequence[str] = (),
            max_params: int | None = None, max_latency_ms: float | None = None, deterministic: bool = False,
            create_dirs: bool = False, grace_period: int | None = None, progress: Callable[[str], None] | None = None,
-           hooks: SearchHooks | None = None) -> SearchResult:
+           hooks: SearchHooks | None = None, adapt: str = "test") -> SearchResult:
     """Search encoders, poolings, heads and their parameters within ``time_limit``; refit and export the best.
 
     ``data``: an HW4 data set folder (default: the embedded synthetic corpus, generated in ``home`` on first
     use, within the time limit). ``time_limit``: ``"90s"``, ``"30m"``, ``"2h"`` or seconds (default 10
     minutes) for the whole job. ``home``: where studies live (default ``$AUTOMEL_HOME`` or ``studies/``).
     ``max_params``/``max_latency_ms``: limits on the returned model (CPU ms per 3 s utterance).
+    ``adapt``: ``"test"`` adapts the export's feature and BatchNorm statistics to the data set's unlabelled
+    test utterances (and ``automel predict`` then to whatever it predicts), ``"none"`` does not, a folder
+    path adapts to the unlabelled data there (:mod:`automel.adapt`).
     ``progress``: called with one line per phase and finished trial. ``hooks``: a user interface's own
     (the CLI's live view); it replaces ``progress``. Rerunning the same call resumes the study.
 
@@ -61,6 +64,7 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     :class:`~automel.errors.DataError` for an unusable data set, :class:`~automel.errors.Interrupted` after
     Ctrl-C (the study is kept; run again to resume).
     """
+    from automel.adapt import check_adapt
     from automel.data.synth import default_corpus
     from automel.engine.budget import DEFAULT_TIME_LIMIT_S, Clock, check_time_limit, parse_duration, quality_named
     from automel.engine.constraints import Constraints
@@ -70,6 +74,7 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     from automel.home import resolve_home
 
     chosen_formats = require_formats(list(formats))  # a bad format fails now, not after the search
+    check_adapt(adapt, "adapt")
     _check_at_least(trials=(trials, 1), keep=(keep, 1), workers=(workers, 1), steps_per_trial=(steps_per_trial, 10))
     limit_s = DEFAULT_TIME_LIMIT_S if time_limit is None else parse_duration(str(time_limit), "time_limit")
     check_time_limit(limit_s)
@@ -84,7 +89,8 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     hooks = hooks or _progress_hooks(progress, trials)
     where = resolve_home(Path(home) if home is not None else None)
     root = Path(data) if data is not None else default_corpus(where, note=hooks.note)
-    job = SearchJob(root, where, options, limit_s, chosen, refit=refit, workers=workers, formats=chosen_formats)
+    job = SearchJob(root, where, options, limit_s, chosen, refit=refit, workers=workers, formats=chosen_formats,
+                    adapt=adapt)
     with _optuna_warnings_only():
         return SearchResult(run_search_job(job, hooks, clock))
 

@@ -270,7 +270,7 @@ class SpeakerInference:
         for start in range(0, len(items), CHUNK):
             chunk = [self.features(item) for item in items[start:start + CHUNK]]
             result: np.ndarray | None = None
-            for index, x, mask in _batches(chunk, self.device):
+            for index, x, mask in padded_batches(chunk, self.device):
                 out = fn(x, mask).cpu().numpy()
                 if result is None:
                     result = np.empty((len(chunk), out.shape[1]), dtype=np.float32)
@@ -282,7 +282,7 @@ class SpeakerInference:
         return np.concatenate(outputs)
 
 
-def _batches(features: Sequence[np.ndarray], device: torch.device) -> Iterator[tuple[np.ndarray, Tensor, Tensor]]:
+def padded_batches(features: Sequence[np.ndarray], device: torch.device) -> Iterator[tuple[np.ndarray, Tensor, Tensor]]:
     """Whole utterances sorted by length into padded batches: ``(positions, x (B,T,F), mask (B,T))``."""
     lengths = np.array([f.shape[0] for f in features], dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")  # longest first: the first batch sets the widest shape

@@ -142,6 +142,9 @@ def predict(
         help="With INPUTS: how many speakers (and probabilities) to list per file.")] = 1,
     allow_unknown_speakers: Annotated[bool, typer.Option("--allow-unknown-speakers",
         help="Predict even when the data set's speakers differ from the model's (labels are the model's).")] = False,
+    adapt: Annotated[str, typer.Option("--adapt", help="auto | none | test | DIR: adapt the feature and "
+        "BatchNorm statistics to the test utterances, or to a folder of unlabelled data (auto: as the model "
+        "was exported).")] = "auto",
     device: DeviceOption = "auto",
     home: HomeOption = None,
 ) -> None:
@@ -157,14 +160,18 @@ def predict(
 
         predict_audio(run_dir, inputs, out, top_k, device)
         return
+    from automel.adapt import adapt_for_prediction, check_adapt
+    from automel.adapt import describe as describe_adaptation
     from automel.data.layout import read_dataset
     from automel.data.store import open_store
     from automel.home import resolve_home
+    from automel.inference import SpeakerInference
     from automel.runs import check_compatible, load_run, write_submission_rows
     from automel.train.device import select_device
     from automel.train.run import test_submission
 
     _check_submission_target(out)  # before the model is loaded or a cache built
+    check_adapt(adapt, auto=True)
     model, record = load_run(run_dir)
     root = data or Path(record.dataset.get("root", ""))
     if data is None and not root.is_dir():
@@ -181,7 +188,12 @@ def predict(
     check_compatible(record, store.n_mels, root)
     if not store.dataset.test:
         raise ConfigError(f"{root}: has no test utterances (testdata.json) to predict")
-    rows = test_submission(model, store, record.speakers, select_device(device))
+    torch_device = select_device(device)
+    adaptation = adapt_for_prediction(model, record.extra, store, adapt, resolve_home(home), torch_device,
+                                      SpeakerInference(model, record, run_dir).features)
+    if adaptation is not None:
+        err_console.print(escape(describe_adaptation(adaptation)), highlight=False, soft_wrap=True)
+    rows = test_submission(model, store, record.speakers, torch_device)
     try:
         write_submission_rows(out, rows)  # atomic: a failed write leaves nothing behind
     except OSError as exc:

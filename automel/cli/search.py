@@ -84,6 +84,9 @@ def search(
         help="Local worker processes on the study (one per GPU when several are visible).")] = 1,
     grace_period: Annotated[int, typer.Option(min=2, hidden=True,
         help="Seconds before a silent RUNNING trial is failed.")] = 60,
+    adapt: Annotated[str, typer.Option("--adapt", help="test | none | DIR: adapt the export's feature and "
+        "BatchNorm statistics to the data set's unlabelled test utterances, or to a folder of unlabelled "
+        "data.")] = "test",
     home: HomeOption = None,
 ) -> None:
     """Search encoders, poolings, heads and their parameters within a time limit; refit and export the best."""
@@ -104,7 +107,8 @@ def search(
             home=home, encoders=_names(encoders), poolings=_names(poolings), heads=_names(heads), sampler=sampler,
             pruner=pruner, portfolio=portfolio, device=device, seed=seed, keep=keep, steps_per_trial=steps_per_trial,
             workers=workers, formats=_names(formats) or (), max_params=max_params, max_latency_ms=max_latency_ms,
-            deterministic=deterministic, create_dirs=create_dirs, grace_period=grace_period, hooks=_hooks(trials))
+            deterministic=deterministic, create_dirs=create_dirs, grace_period=grace_period, hooks=_hooks(trials),
+            adapt=adapt)
     except Interrupted as exc:  # Ctrl-C or SIGTERM: the running trial is failed with the reason; exit 130 or 143
         raise interrupted_exit(str(exc)) from None
     run = result.run
@@ -163,10 +167,13 @@ def refit(
     storage: StorageOption = None,
     formats: Annotated[str | None, typer.Option("--formats",
         help="Comma-separated deployable formats the export also gets: onnx, torchscript.")] = None,
+    adapt: Annotated[str, typer.Option("--adapt", help="test | none | DIR: the statistics the export adapts "
+        "to (see automel search --adapt).")] = "test",
     device: DeviceOption = "auto",
     home: HomeOption = None,
 ) -> None:
     """Refit a finished study's best configuration(s) on all labelled data and export them."""
+    from automel.adapt import check_adapt
     from automel.engine.budget import Clock, check_time_limit, parse_duration, quality_named
     from automel.engine.finish import FinishOptions, finish_study
     from automel.engine.runner import load_study
@@ -175,6 +182,7 @@ def refit(
     from automel.train.device import select_device
 
     export_formats = require_formats(_names(formats))  # a bad format fails before the refit, not after it
+    check_adapt(adapt)
     chosen = quality_named(quality)
     deadline = None
     if time_limit is not None:
@@ -184,7 +192,7 @@ def refit(
     where = resolve_home(home)
     loaded = load_study(where, study, storage)
     options = FinishOptions(ensemble_size=chosen.ensemble_size, refit_seeds=chosen.refit_seeds, steps=steps,
-                            formats=export_formats)
+                            formats=export_formats, adapt=adapt)
     try:
         result = finish_study(loaded, where, options, select_device(device), deadline=deadline, data_root=data,
                               note=lambda line: console.print(line, highlight=False))

@@ -64,6 +64,7 @@ class SearchJob:
     refit: bool = True
     workers: int = 1
     formats: tuple[str, ...] = ()  # deployable files written into the export too
+    adapt: str = "none"  # none | test | a folder of unlabelled target data (automel.adapt)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _finish(study: optuna.Study, job: SearchJob, clock: Clock, hooks: SearchHook
     """Ensemble, refit and export within the clock; Ctrl-C keeps the search and says how to finish."""
     options = FinishOptions(refit=job.refit, ensemble_size=job.quality.ensemble_size,
                             refit_seeds=job.quality.refit_seeds, deterministic=job.options.deterministic,
-                            formats=job.formats)
+                            formats=job.formats, adapt=job.adapt)
     started = time.monotonic()
     hooks.phase(f"ensemble, refit and export started [{clock.elapsed():.0f} s elapsed]")
     try:

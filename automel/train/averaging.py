@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from automel.data.batching import Batch
 from automel.layers import unpadded
 
 TAIL = 0.25  # the last quarter of the decay: the rate is below 15 % of its peak there (cosine)
@@ -72,12 +71,14 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> int:
-    """Recompute every BatchNorm layer's running mean and variance from ``batches``; returns how many were used.
+def reestimate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> int:
+    """Recompute every BatchNorm layer's running mean and variance from ``batches`` of ``(x (B,T,F), mask (B,T))``;
+    returns how many batches were used.
 
-    The statistics are a cumulative (equal-weight) average over the batches (``momentum=None``), in
-    training mode, with the layers' own momentum restored afterwards. The model's mode is restored too.
-    A model without BatchNorm is left alone (0).
+    The statistics are a cumulative (equal-weight) average over the batches (``momentum=None``). Only the
+    BatchNorm layers are in training mode meanwhile: dropout stays off, so the layers see the activations
+    that inference will give them. Their momentum and the model's mode are restored afterwards. A model
+    without BatchNorm, or no batch at all, leaves the statistics as they were (0).
     """
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not layers:
@@ -88,12 +89,14 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> int:
         layer.reset_running_stats()
         layer.momentum = None
     was_training = model.training
-    model.train()
+    model.eval()
+    for layer in layers:
+        layer.train()
     used = 0
     try:
-        for batch in batches:
-            with unpadded(batch.mask, not batch.padded):
-                model(batch.x, batch.mask)
+        for x, mask in batches:
+            with unpadded(mask, False):
+                model(x, mask)
             used += 1
     finally:
         for layer, momentum, state in zip(layers, momenta, saved, strict=True):

@@ -177,7 +177,7 @@ def _finish_average(result: TrainResult, average: TailAverage, progress: float, 
     if averaged is None:
         return
     crops = RandomCrops(store, split.train, params.batch_size, params.segment_len, seed=settings.seed + 1)
-    bn_batches = reestimate_batchnorm(averaged, (next(crops) for _ in range(BN_BATCHES)))
+    bn_batches = reestimate_batchnorm(averaged, ((b.x, b.mask) for b in (next(crops) for _ in range(BN_BATCHES))))
     info: dict[str, Any] = {"snapshots": average.n_averaged, "bn_batches": bn_batches}
     state = {k: v.detach().to("cpu", copy=True) for k, v in averaged.state_dict().items()}
     if settings.validate and result.history:

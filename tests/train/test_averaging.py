@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from automel.data.batching import Batch
 from automel.train.averaging import TailAverage, reestimate_batchnorm
 from automel.train.config import RunSettings, TrainParams
 from automel.train.loop import fit
@@ -28,10 +27,8 @@ class PooledBatchNorm(nn.Module):
         return self.linear(self.norm((x * weight).sum(1) / weight.sum(1)))
 
 
-def _batch(x: torch.Tensor) -> Batch:
-    mask = torch.ones(x.shape[:2], dtype=torch.bool)
-    return Batch(x=x, mask=mask, labels=torch.zeros(len(x), dtype=torch.long), index=torch.arange(len(x)),
-                 padded=False)
+def _batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x, torch.ones(x.shape[:2], dtype=torch.bool)
 
 
 def test_the_average_is_the_mean_of_the_snapshots_in_the_tail() -> None:
@@ -63,7 +60,7 @@ def test_batchnorm_statistics_are_recomputed_from_the_batches_given() -> None:
     batches = [_batch(torch.randn(8, 5, 3) * 2 + torch.tensor([1.0, -4.0, 9.0])) for _ in range(6)]
     momentum = model.norm.momentum
     assert reestimate_batchnorm(model, iter(batches)) == 6
-    pooled = torch.cat([b.x.mean(1) for b in batches])
+    pooled = torch.cat([x.mean(1) for x, _ in batches])
     assert torch.allclose(model.norm.running_mean, pooled.mean(0), atol=1e-5)
     assert not model.training and model.norm.momentum == momentum
     # no batch at all leaves the statistics as they were, never reset
