@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from automel.engine.artifacts import save_trial_artifacts
 from automel.engine.constraints import Constraints, measure_trial
+from automel.engine.cost import cost_guard
 from automel.engine.space import suggest_params
 from automel.errors import DiskError, Fatal, Terminated
 from automel.plugin import using_search_scale
@@ -104,8 +105,14 @@ class TrialObjective:
         settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
                                deadline=self.deadline, deterministic=self.options.deterministic)
         n_mels = self.opened.work.store.n_mels
+        guard = cost_guard(trial, steps, self.options.max_cost_ratio)
+
+        def progress(step: int, metrics: dict[str, float]) -> None:
+            guard(step, metrics)  # may stop a trial far costlier per step than the study's others
+            self.events.on_progress(step, metrics)
+
         model, result, record = train_run(params, self.opened.work, settings, self.device,
-                                          [_pruning(trial, steps)], self.events.on_progress, self.opened.registry,
+                                          [_pruning(trial, steps)], progress, self.opened.registry,
                                           on_built=lambda built: measure_trial(trial, built, n_mels, self.limits))
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", round(result.seconds, 2))

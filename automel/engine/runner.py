@@ -23,6 +23,7 @@ from automel.data.layout import read_dataset
 from automel.data.split import Split
 from automel.engine.artifacts import artifact_store, trim_weights
 from automel.engine.constraints import Constraints, settle_constraints
+from automel.engine.cost import MAX_COST_RATIO
 from automel.engine.objective import SURPLUS_ATTR, TrialObjective
 from automel.engine.record import DatasetRef, EngineRecord, StudyRecord, check_frozen
 from automel.engine.space import SearchSpace, make_space
@@ -73,6 +74,7 @@ class SearchOptions:
     create_dirs: bool = False  # create a missing folder of --storage (SQLite, journal) instead of refusing it
     # --max-params, --max-latency-ms (a new study's; see settle_constraints)
     constraints: Constraints = field(default_factory=Constraints)
+    max_cost_ratio: float | None = MAX_COST_RATIO  # prune a trial this many times slower per step (engine/cost.py)
 
 
 @dataclass
