@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from automel.cli._banks import NoiseOption, RirOption
 from automel.cli._common import (
     DataOption,
     DeterministicOption,
@@ -46,9 +47,12 @@ def train(
     compile_model: Annotated[bool, typer.Option("--compile",
         help="torch.compile the model (worth it for long GPU runs).")] = False,
     deterministic: DeterministicOption = False,
+    noise: NoiseOption = None,
+    rir: RirOption = None,
     home: HomeOption = None,
 ) -> None:
     """Train one model and write a run directory (weights, config, metrics, output.csv)."""
+    from automel.cli._banks import check_bank_folders, with_banks
     from automel.cli._progress import add_training_task, progress_hook, training_progress
     from automel.home import resolve_home
     from automel.runs import write_run_dir
@@ -60,6 +64,7 @@ def train(
     started = time.monotonic()
     limit_s = train_time_limit(time_limit)
     params = _load_params(preset, config)
+    check_bank_folders(noise, rir)
     steps = steps or (DEFAULT_STEPS if limit_s is None else TIMED_MAX_STEPS)
     deadline = None if limit_s is None else started + limit_s - finish_reserve_s(limit_s)
     settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, compile=compile_model,
@@ -67,6 +72,7 @@ def train(
     torch_device = select_device(device)
     root = resolve_data(data, home)
     work = open_workspace(root, resolve_home(home), split_seed=seed)
+    settings = with_banks(settings, params, noise, rir, work, resolve_home(home))
     name = preset or (config.stem if config else "simple")
     target = out or resolve_home(home) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if target.exists() and any(target.iterdir()):

@@ -8,8 +8,9 @@ holds one strong model. The entries here are the field's standard recipes at the
 - the course's ``boss`` level (Conformer + self-attentive pooling + AM-softmax), sized for the scale;
 - a compact pre-norm Transformer with attentive statistics and AM-softmax.
 
-Each carries the augmentation that real data needs (random crops always; SpecAugment and channel
-perturbation). A plugin package may contribute its own entries with a ``portfolio()`` classmethod on its
+Each carries the augmentation that real data needs (random crops always; every family of
+:mod:`automel.data.augment` at ``light``: reverberation, noise, the channel, SpecAugment; to be retuned from
+a benchmark). A plugin package may contribute its own entries with a ``portfolio()`` classmethod on its
 plugin class (see :meth:`automel.plugin.Plugin.portfolio`). Entries are enqueued with
 ``study.enqueue_trial``, so the sampler learns from them like from any other trial; an entry naming a
 plugin outside the study's space is skipped, and a value outside a parameter's range is sampled instead.
@@ -33,7 +34,7 @@ PRIORITY = "priority"
 def _train(lr: float, batch: int, segment: int, normalize: str = "global", augment: str = "light") -> dict[str, Any]:
     return {"train.lr": lr, "train.warmup": 0.1, "train.batch_size": batch, "train.segment_len": segment,
             "train.weight_decay": 1e-3, "train.normalize": normalize, "train.specaugment": augment,
-            "train.channel_aug": augment}
+            "train.channel_aug": augment, "train.noise_aug": augment, "train.reverb_aug": augment}
 
 
 def _margin_head(name: str, margin: float) -> dict[str, Any]:

@@ -68,7 +68,8 @@ def make_space(encoders: list[str] | None, poolings: list[str] | None, heads: li
 
 
 def suggest_train(trial: optuna.trial.BaseTrial) -> TrainParams:
-    """Training parameters; ranges sized for short trials (hundreds to a few thousand steps)."""
+    """Training parameters; ranges sized for short trials (hundreds to a few thousand steps). Each
+    augmentation family is one knob, its level (:mod:`automel.data.augment`)."""
     return TrainParams(
         lr=trial.suggest_float("train.lr", 3e-4, 5e-3, log=True),
         warmup=trial.suggest_float("train.warmup", 0.0, 0.2),
@@ -78,6 +79,8 @@ def suggest_train(trial: optuna.trial.BaseTrial) -> TrainParams:
         normalize=trial.suggest_categorical("train.normalize", ["global", "utterance"]),
         specaugment=trial.suggest_categorical("train.specaugment", ["off", "light", "strong"]),
         channel_aug=trial.suggest_categorical("train.channel_aug", ["off", "light", "strong"]),
+        noise_aug=trial.suggest_categorical("train.noise_aug", ["off", "light", "strong"]),
+        reverb_aug=trial.suggest_categorical("train.reverb_aug", ["off", "light", "strong"]),
     )
 
 

@@ -22,8 +22,9 @@ class TrainParams:
     decay (the course used 1,000 of 70,000 steps); ``warmup_steps`` > 0 replaces it with that many steps,
     capped at half the run (the course's warm-up whatever the run's length). ``normalize`` is the feature
     normalisation in front of the encoder: per-dimension mean/variance of the training set (``global``),
-    per utterance (CMVN), or ``none`` (the course sample). ``specaugment`` and ``channel_aug`` are the
-    strengths (``off``, ``light``, ``strong``) of the training-batch augmentation in :mod:`automel.data.augment`.
+    per utterance (CMVN), or ``none`` (the course sample). ``reverb_aug``, ``noise_aug``, ``channel_aug`` and
+    ``specaugment`` are the strengths (``off``, ``light``, ``strong``) of the training-batch augmentation in
+    :mod:`automel.data.augment` (rooms, noise, the channel and its bandwidth, SpecAugment masks).
     """
 
     lr: float = 1e-3
@@ -35,13 +36,16 @@ class TrainParams:
     normalize: str = DEFAULT_NORMALIZE  # one of NORMALIZE_MODES
     specaugment: str = "off"  # one of AUGMENT_LEVELS
     channel_aug: str = "off"  # one of AUGMENT_LEVELS
+    noise_aug: str = "off"  # one of AUGMENT_LEVELS
+    reverb_aug: str = "off"  # one of AUGMENT_LEVELS
 
     def __post_init__(self) -> None:
         checks = {"lr": self.lr > 0, "warmup": 0 <= self.warmup < 1, "batch_size": self.batch_size >= 1,
                   "warmup_steps": self.warmup_steps >= 0,
                   "segment_len": self.segment_len >= 8, "weight_decay": self.weight_decay >= 0,
                   "normalize": self.normalize in NORMALIZE_MODES,
-                  "specaugment": self.specaugment in AUGMENT_LEVELS, "channel_aug": self.channel_aug in AUGMENT_LEVELS}
+                  "specaugment": self.specaugment in AUGMENT_LEVELS, "channel_aug": self.channel_aug in AUGMENT_LEVELS,
+                  "noise_aug": self.noise_aug in AUGMENT_LEVELS, "reverb_aug": self.reverb_aug in AUGMENT_LEVELS}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"train.{name} = {getattr(self, name)!r} is out of range")
@@ -78,6 +82,8 @@ class RunSettings:
 
     ``valid_every`` steps the loop validates on full-length utterances and calls the callbacks.
     ``amp`` enables bf16 (or fp16 with loss scaling) autocast on CUDA; CPU always runs float32.
+    ``noise_bank`` and ``rir_bank`` are the ``bank.npy`` of converted ``--noise`` and ``--rir`` folders
+    (:mod:`automel.data.augment.banks`), which ``train.noise_aug`` and ``train.reverb_aug`` draw from.
     ``validate`` False trains without any validation and keeps the last weights (a refit on all labelled
     data has nothing held out). ``deadline`` (a ``time.monotonic()`` value) ends the run early, at the
     next logging step after it passes, and the learning rate decays to zero by it whatever the machine's
@@ -95,6 +101,8 @@ class RunSettings:
     seed: int = 0
     amp: bool = True
     compile: bool = False
+    noise_bank: str | None = None
+    rir_bank: str | None = None
     log_every: int = 25
     validate: bool = True
     deadline: float | None = None

@@ -93,7 +93,7 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     batches = RandomCrops(store, split.train, params.batch_size, params.segment_len, seed=settings.seed)
-    augment = Augmenter.from_params(params, settings.seed)  # training batches only, never validation
+    augment = Augmenter.for_run(params, settings, store)  # training batches only, never validation
     result = TrainResult(-1.0, 0, 0, 0.0, False, {}, planned_steps=settings.steps)
     window_losses: list[torch.Tensor] = []
     correct = torch.zeros((), device=device)

@@ -1,4 +1,5 @@
-"""Training-batch augmentation: SpecAugment and channel perturbation on raw log-mel (automel.data.augment)."""
+"""Training-batch augmentation on raw log-mel (automel.data.augment): SpecAugment, channel perturbation, and every
+family together. Noise, reverberation, band limits and banks have their own test_augment_*.py files."""
 
 from __future__ import annotations
 
@@ -52,6 +53,19 @@ def test_shape_dtype_and_padding_untouched(spec: str, channel: str) -> None:
         assert torch.equal(y[~mask].view(bits), x.to(dtype)[~mask].view(bits))  # bitwise
         assert torch.isfinite(y).all()
     assert torch.equal(x, before)  # the input is never modified in place
+
+
+@pytest.mark.parametrize("level", ["light", "strong"])
+def test_every_family_together_keeps_padding_bitwise(level: str) -> None:
+    x, mask = batch()
+    echo = torch.zeros((2, 8, 40))
+    echo[:, 0], echo[1, 3] = 1.0, 0.5
+    augmenter = Augmenter(level, level, seed=1, noise=level, reverb=level, noise_bank=x[0, :60], rir_bank=echo)
+    for dtype, bits in ((torch.float32, torch.int32), (torch.bfloat16, torch.int16)):
+        y = augmenter(x.to(dtype), mask)
+        assert y.shape == x.shape and y.dtype == dtype and torch.isfinite(y).all()
+        assert torch.equal(y[~mask].view(bits), x.to(dtype)[~mask].view(bits))
+        assert not torch.equal(y[mask], x.to(dtype)[mask])
 
 
 def test_off_is_identity() -> None:
@@ -153,7 +167,7 @@ def test_levels_table() -> None:
 
 def test_meta_device_runs_without_data() -> None:
     x, mask = batch()
-    y = Augmenter("strong", "strong", seed=0)(x.to("meta"), mask.to("meta"))
+    y = Augmenter("strong", "strong", seed=0, noise="strong", reverb="strong")(x.to("meta"), mask.to("meta"))
     assert y.device.type == "meta" and y.shape == x.shape and y.dtype == x.dtype
 
 
@@ -175,7 +189,7 @@ def test_accelerator_batches_use_a_generator_on_their_own_device() -> None:
     assert made == [torch.device("cuda", 0), None]
 
 
-@pytest.mark.parametrize("field", ["specaugment", "channel_aug"])
+@pytest.mark.parametrize("field", ["specaugment", "channel_aug", "noise_aug", "reverb_aug"])
 def test_train_params_validate_levels(field: str) -> None:
     params = TrainParams.from_params({f"train.{field}": "strong"})
     assert getattr(params, field) == "strong" and params.to_params()[f"train.{field}"] == "strong"
