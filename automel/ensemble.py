@@ -44,7 +44,7 @@ from automel.train.device import autocast
 from automel.train.loop import eval_batches
 
 __all__ = ["ENSEMBLE_FORMAT", "EnsembleChoice", "EnsembleModel", "greedy_ensemble", "load_ensemble",
-           "predict_proba", "read_ensemble", "write_ensemble_dir"]
+           "mixture_accuracy", "predict_proba", "read_ensemble", "write_ensemble_dir"]
 
 ENSEMBLE_FORMAT = "automel-ensemble/1"
 WEIGHT_TOLERANCE = 1e-3  # how far from 1 the weights' sum may be (they are renormalised exactly)
@@ -102,6 +102,19 @@ def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(1) == labels).mean())
+
+
+def mixture_accuracy(probas: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the weighted mean of ``probas`` (one ``(N, C)`` array per candidate) on ``labels (N,)``.
+
+    ``weights (M,)`` need not sum to 1 (only the argmax counts); a single candidate of weight 1 gives its own
+    accuracy, so an ensemble and a single model are compared on the very same probabilities.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if len(probas) == 0 or w.shape != (len(probas),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"mixture_accuracy: {len(probas)} candidates but weights {w.tolist()}")
+    mixed = sum(float(wk) * np.asarray(p, dtype=np.float64) for wk, p in zip(w, probas, strict=True) if wk > 0)
+    return _accuracy(np.asarray(mixed), np.asarray(labels, dtype=np.int64))
 
 
 def greedy_ensemble(probas: Sequence[np.ndarray], labels: np.ndarray, max_rounds: int = 25) -> EnsembleChoice:
@@ -194,7 +207,8 @@ def _check_weights(weights: Sequence[Any], where: str) -> list[float]:
 def write_ensemble_dir(out: Path, members: Sequence[tuple[Mapping[str, Tensor], RunRecord, Mapping[str, Any]]],
                        weights: Sequence[float] | np.ndarray, submission: list[tuple[str, str]] | None = None,
                        card: str | None = None, replace: bool = False, extra: Mapping[str, str] | None = None,
-                       result: Mapping[str, Any] | None = None) -> Path:
+                       result: Mapping[str, Any] | None = None,
+                       metrics: Sequence[Sequence[Mapping[str, Any]]] | None = None) -> Path:
     """Write an ensemble folder atomically; refuse to overwrite a non-empty one unless ``replace``.
 
     ``members``: ``(state_dict, record, info)`` per candidate, ``info`` free-form JSON (e.g. the trial
@@ -203,12 +217,17 @@ def write_ensemble_dir(out: Path, members: Sequence[tuple[Mapping[str, Tensor], 
     ``member-0``, ``member-1``, ... in the order given. ``submission`` rows go to ``output.csv``, ``card``
     to ``README.md``, ``extra`` maps further top-level file names to their text, ``result`` (e.g. the
     ensemble's ``valid_acc``) is kept in ``ensemble.json`` and becomes the loaded record's ``result``.
+    ``metrics``: one list of log rows per member (e.g. a refit's loss and learning rate), written to the
+    member's ``metrics.jsonl``; without it those files are empty.
     """
     out = Path(out).resolve()
-    if len(members) != len(weights):
-        raise ConfigError(f"{out}: {len(members)} members but {len(weights)} weights")
+    if len(members) != len(weights) or (metrics is not None and len(metrics) != len(members)):
+        raise ConfigError(f"{out}: {len(members)} members but {len(weights)} weights"
+                          + ("" if metrics is None else f" and {len(metrics)} metrics lists"))
+    logs = list(metrics) if metrics is not None else [[] for _ in members]
     checked = _check_weights([float(w) for w in weights], str(out))
     kept = [(m, w) for m, w in zip(members, checked, strict=True) if w > 0]
+    kept_logs = [log for log, w in zip(logs, checked, strict=True) if w > 0]
     total = sum(w for _, w in kept)
     first = kept[0][0][1]
     for _, record, _ in (m for m, _ in kept):
@@ -224,8 +243,8 @@ def write_ensemble_dir(out: Path, members: Sequence[tuple[Mapping[str, Tensor], 
                             for k, ((_, _, info), w) in enumerate(kept)]}
     text = json.dumps(manifest, indent=2)  # fails here, before anything is written, if info is not JSON
     with atomic_folder(out, replace) as tmp:
-        for k, ((state, record, _), _) in enumerate(kept):
-            write_run_dir(tmp / f"member-{k}", state, record, [], None)
+        for k, (((state, record, _), _), log) in enumerate(zip(kept, kept_logs, strict=True)):
+            write_run_dir(tmp / f"member-{k}", state, record, log, None)
         (tmp / ENSEMBLE).write_text(text, encoding="utf-8")
         if submission is not None:
             write_submission_rows(tmp / SUBMISSION, submission)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from automel.engine.study import default_storage, open_storage
 from automel.errors import ConfigError, StudyError
-from automel.report import FIGURES, METRIC, STATUS_ID, evaluate_export, model_sections, write_report
+from automel.report import FIGURES, METRIC, STATUS_ID, evaluate_export, evaluate_source, write_report
 from tests.conftest import HW4_SAMPLE, need, run
 
 CPU = torch.device("cpu")
@@ -92,6 +92,18 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Stu
     return home, study
 
 
+@pytest.fixture(scope="module")
+def refitted(searched: tuple[Path, optuna.Study], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of that study's home after `automel refit --steps 60`: its export trained on the validation
+    utterances too (the default after a search, without --no-refit)."""
+    home = tmp_path_factory.mktemp("refit-home")
+    shutil.copytree(searched[0], home, dirs_exist_ok=True)
+    code, _, stderr = run(CliRunner(), "refit", "--study", "tiny", "--home", home, "--steps", 60, "--quality", "fast",
+                          "--device", "cpu")
+    assert code == 0, stderr
+    return home
+
+
 def make_study(home: Path, name: str, complete: int = 3, pruned: int = 2) -> optuna.Study:
     """A study written by hand, without training: trials with components, a learning rate and curves."""
     study = optuna.create_study(storage=open_storage(default_storage(home, name), heartbeat=False), study_name=name,
@@ -132,14 +144,15 @@ def test_report_of_a_search_shows_every_plot_in_chromium(searched: tuple[Path, o
 
     report = write_report(study, home, tmp_path / "report.html", device=CPU)
 
-    assert report.figures == list(FIGURES) and report.notes == []
-    assert report.pngs == [tmp_path / f"report-{name}.png" for name in FIGURES]
+    drawn = [name for name in FIGURES if name != "refit"]  # the export is the best trial itself: no refit curve
+    assert report.figures == drawn and report.notes == []
+    assert report.pngs == [tmp_path / f"report-{name}.png" for name in drawn]
     for png in report.pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["report.html", *(p.name for p in report.pngs)])
     page = report.html.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]*\ssrc=", page), "the page must work offline: plotly.js inlined, no src"
-    assert page.count("Plotly.newPlot(") == len(FIGURES)
+    assert page.count("Plotly.newPlot(") == len(drawn)
     assert "Objective Value" not in page and METRIC in figure_json(page, "importances")
     for name in ("encoder", "pooling", "head"):
         assert f'"{name}"' in figure_json(page, "components")
@@ -154,18 +167,57 @@ def test_report_of_a_search_shows_every_plot_in_chromium(searched: tuple[Path, o
     accuracy, totals = validation.per_speaker()
     assert totals.sum() == len(validation.labels)
     assert np.nansum(accuracy * totals) == pytest.approx(np.trace(counts))
-    assert f"{validation.accuracy:.2%} correct" in page and "not held out" not in page
+    assert f"{validation.accuracy:.2%} correct" in page and "Confusion matrix: the exported trial model" in page
 
-    assert_all_rendered(report.html, tmp_path, plots=len(FIGURES))
+    assert_all_rendered(report.html, tmp_path, plots=len(drawn))
 
-    # a refit export has trained on the validation utterances: the page must not pass them off as held out
-    info = home / "tiny" / "best" / "export.json"
-    info.write_text(json.dumps({**exported, "kind": "refit"}))
-    try:
-        assert not evaluate_export(study, home, device=CPU).held_out
-        assert all("not held out" in s.text for s in model_sections(study, home, device=CPU))
-    finally:
-        info.write_text(json.dumps(exported))
+
+def test_a_refit_logs_its_loss_and_learning_rate(refitted: Path) -> None:
+    best = refitted / "tiny" / "best"
+    steps = json.loads((best / "config.json").read_text())["refit"]["steps"]
+    rows = [json.loads(line) for line in (best / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [25, 50, steps] and steps == 60  # every log_every steps, and the last
+    for row in rows:
+        assert np.isfinite(row["loss"]) and row["loss"] > 0 and row["lr"] >= 0 and 0 <= row["train_acc"] <= 1, row
+    assert rows[0]["lr"] > rows[-1]["lr"]  # the schedule decays over the refit
+
+
+@pytest.mark.slow
+def test_report_of_a_refit_export_scores_the_source_trials_own_model_in_chromium(refitted: Path, cli: CliRunner,
+                                                                                  tmp_path: Path) -> None:
+    home, best = refitted, refitted / "tiny" / "best"
+    source = json.loads((best / "export.json").read_text())["members"][0]["trial"]
+    # the source trial's own weights, exported alone, re-measure their accuracy on the validation utterances
+    code, _, stderr = run(cli, "export", "--study", "tiny", "--home", home, "--trial", source,
+                          "--out", tmp_path / "own")
+    assert code == 0, stderr
+    own = json.loads((tmp_path / "own" / "export.json").read_text())["valid_acc"]
+    out = tmp_path / "page"
+    out.mkdir()
+
+    code, stdout, stderr = run(cli, "report", "--study", "tiny", "--home", home, "--out", out / "report.html",
+                               "--device", "cpu")
+
+    assert code == 0, stderr
+    assert f"with {len(FIGURES)} plots" in stdout and "note:" not in stdout, stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(["report.html", *(f"report-{n}.png" for n in FIGURES)])
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    page = html.unescape((out / "report.html").read_text(encoding="utf-8"))
+    study = optuna.load_study(study_name="tiny", storage=open_storage(default_storage(home, "tiny"), heartbeat=False))
+    shown = evaluate_source(study, home, device=CPU)
+    assert shown.held_out and shown.accuracy == pytest.approx(own)
+    # the figures are the source trial's, on data it never saw, and say so; the refit trained on that data
+    assert f"Confusion matrix: trial {source}'s own model" in page
+    assert f"Accuracy per speaker: trial {source}'s own model" in page
+    assert (f"trial {source}'s own model on the study's {len(shown.labels)} validation utterances, which it never "
+            f"saw: {own:.2%} correct. The exported refit model ({best}) trained on them") in page
+    # beside them, the refit's own training curve: what its metrics.jsonl logged
+    curve = figure_json(page, "refit")
+    assert "training loss" in curve and "learning rate" in curve and "training accuracy" in curve
+    assert f"trial {source} refit, seed" in curve
+
+    assert_all_rendered(out / "report.html", tmp_path, plots=len(FIGURES))
 
 
 def test_report_without_an_export_says_so_and_shows_pruned_trials(isolated_home: Path, tmp_path: Path) -> None:
@@ -176,7 +228,7 @@ def test_report_without_an_export_says_so_and_shows_pruned_trials(isolated_home:
 
     report = write_report(study, isolated_home, out / "r.html", device=CPU)
 
-    drawn = [n for n in FIGURES if n not in ("confusion", "speakers")]
+    drawn = [n for n in FIGURES if n not in ("confusion", "speakers", "refit")]
     assert report.figures == drawn
     assert len(report.notes) == 1 and "no exported model" in report.notes[0], report.notes
     assert sorted(p.name for p in out.iterdir()) == sorted(["r.html", *(f"r-{n}.png" for n in drawn)])

@@ -133,26 +133,42 @@ def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: F
     if size < options.ensemble_size:
         note(f"time for {size} long refit{'s' if size > 1 else ''} only: the ensemble may hold at most {size}")
     members = [_with_weights(Member(t, 0.0), store) for t in candidates[: 1 if size == 1 else size * 2]]
-    chosen, scores = [dataclasses.replace(members[0], weight=1.0)], {}
     if size > 1 and len(members) > 1 and len(work.split.valid):
-        from automel.ensemble import greedy_ensemble, predict_proba
+        return _pick_ensemble(members, work, size, device, note)
+    return [dataclasses.replace(members[0], weight=1.0)], {}
 
-        started = time.monotonic()
-        probas = [predict_proba(_model(m), work.store, work.split.valid, device) for m in members]
-        labels = work.store.labels.numpy()[work.split.valid]
-        choice = greedy_ensemble(probas, labels)
-        picked = sorted(choice.members, key=lambda i: -choice.weights[i])[:size]
-        scores = {"ensemble_valid_acc": choice.valid_acc, "single_valid_acc": choice.best_single_acc,
-                  "seconds": round(time.monotonic() - started, 3)}
-        if len(picked) > 1 and choice.valid_acc > choice.best_single_acc:
-            total = sum(float(choice.weights[i]) for i in picked)
-            chosen = [dataclasses.replace(members[i], weight=float(choice.weights[i]) / total) for i in picked]
-            note(f"ensemble of trials {', '.join(str(m.trial.number) for m in chosen)}: valid accuracy "
-                 f"{choice.valid_acc:.2%} vs {choice.best_single_acc:.2%} for the best single trial")
-        else:
-            note(f"no ensemble: it validates at {choice.valid_acc:.2%}, the best single trial at "
-                 f"{choice.best_single_acc:.2%}")
-    return chosen, scores
+
+def _pick_ensemble(members: list[Member], work: Workspace, size: int, device: torch.device, note: Note
+                   ) -> tuple[list[Member], dict[str, float]]:
+    """Caruana's selection among ``members`` (best by the study's objective first), kept only when the ensemble
+    of its ``size`` heaviest picks validates better than ``members[0]``, both measured on the same probabilities.
+
+    The selection ranks by log-loss, so its first pick need not be the study's best trial: the comparison is
+    always against ``members[0]``, the trial the study would export alone, and the line names it.
+    """
+    from automel.ensemble import greedy_ensemble, mixture_accuracy, predict_proba
+
+    started = time.monotonic()
+    probas = [predict_proba(_model(m), work.store, work.split.valid, device) for m in members]
+    labels = work.store.labels.numpy()[work.split.valid]
+    choice = greedy_ensemble(probas, labels)
+    picked = sorted(choice.members, key=lambda i: -choice.weights[i])[:size]
+    total = sum(float(choice.weights[i]) for i in picked)
+    weights = [float(choice.weights[i]) / total if i in picked else 0.0 for i in range(len(members))]
+    ensemble_acc = mixture_accuracy(probas, weights, labels)  # the ensemble as exported: its picks only
+    best = members[0].trial.number
+    single_acc = mixture_accuracy(probas[:1], [1.0], labels)
+    scores = {"ensemble_valid_acc": ensemble_acc, "single_valid_acc": single_acc, "single_trial": best,
+              "seconds": round(time.monotonic() - started, 3)}
+    versus = f"trial {best} (the study's best single trial)"
+    if len(picked) > 1 and ensemble_acc > single_acc:
+        chosen = [dataclasses.replace(members[i], weight=weights[i]) for i in picked]
+        note(f"ensemble of trials {', '.join(str(m.trial.number) for m in chosen)}: valid accuracy "
+             f"{ensemble_acc:.2%} vs {single_acc:.2%} for {versus}")
+        return chosen, scores
+    note(f"no ensemble: it validates at {ensemble_acc:.2%}, no better than {single_acc:.2%} for {versus}, "
+         f"which goes alone")
+    return [dataclasses.replace(members[0], weight=1.0)], scores
 
 
 def _ensemble_room(best: FrozenTrial, work: Workspace, options: FinishOptions, deadline: float | None) -> int:

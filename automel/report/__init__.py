@@ -2,8 +2,9 @@
 
 The page shows the optimisation history against wall time with the best accuracy so far, the parameter
 importances, parallel coordinates, the accuracy of each encoder, pooling and head, every trial's validation
-curve (pruned trials drawn apart, where they stopped), and the exported model's confusion matrix and
-per-speaker accuracy on the study's validation utterances.
+curve (pruned trials drawn apart, where they stopped), and a model's confusion matrix (the most-confused
+speaker pairs, with many speakers) and per-speaker accuracy on the study's validation utterances: the export's,
+or, for a refit export (which trained on them), its source trial's own model, beside the refit's training curve.
 
 The interactive figures are plotly (``optuna.visualization`` where Optuna has the plot); plotly.js is inlined
 once, so the page works offline. The PNGs are drawn with matplotlib's Agg canvas, without pyplot's global
@@ -16,7 +17,8 @@ error it raised: a headless browser's ``--dump-dom`` shows whether a person woul
 
 The parts: :mod:`~automel.report.common` (names, colours, :class:`Section`, drawing helpers),
 :mod:`~automel.report.figures` and :mod:`~automel.report.params` (the study's figures),
-:mod:`~automel.report.model` (the export on validation) and :mod:`~automel.report.page` (the HTML and writing it).
+:mod:`~automel.report.model` (which model is scored on validation), :mod:`~automel.report.confusion` (its
+errors), :mod:`~automel.report.refit` (the refit's curve) and :mod:`~automel.report.page` (the HTML and writing it).
 """
 
 from automel.report.common import (
@@ -27,14 +29,17 @@ from automel.report.common import (
     METRIC,
     NAMED_SPEAKERS,
     ORANGE,
+    PAIRED_SPEAKERS,
     PARALLEL_AXES,
     STATUS_ID,
     Section,
     complete_trials,
 )
+from automel.report.confusion import confused_pairs
 from automel.report.figures import study_sections
-from automel.report.model import Validation, evaluate_export, model_sections
+from automel.report.model import Validation, evaluate_export, evaluate_source, model_sections
 from automel.report.page import Report, check_out, render_page, write_report
+from automel.report.refit import refit_logs
 
 __all__ = [
     "BLUE",
@@ -44,6 +49,7 @@ __all__ = [
     "METRIC",
     "NAMED_SPEAKERS",
     "ORANGE",
+    "PAIRED_SPEAKERS",
     "PARALLEL_AXES",
     "STATUS_ID",
     "Report",
@@ -51,8 +57,11 @@ __all__ = [
     "Validation",
     "check_out",
     "complete_trials",
+    "confused_pairs",
     "evaluate_export",
+    "evaluate_source",
     "model_sections",
+    "refit_logs",
     "render_page",
     "study_sections",
     "write_report",

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 METRIC = "validation accuracy"  # what every trial's value is (see the study's metric name)
 STATUS_ID = "automel-render-status"
 COMPONENTS = ("encoder", "pooling", "head")
-FIGURES = ("history", "importances", "parallel", "components", "pareto", "intermediate", "confusion", "speakers")
+FIGURES = ("history", "importances", "parallel", "components", "pareto", "intermediate", "confusion", "speakers",
+           "refit")
 PARALLEL_AXES = 8  # the components and the most important other parameters
 NAMED_SPEAKERS = 40  # beyond this many speakers the axes leave the names off (hovering still shows them)
+PAIRED_SPEAKERS = 30  # beyond this many speakers the confusion matrix gives way to the most-confused pairs
 BLUE, GREY, ORANGE = "#1f77b4", "#9a9a9a", "#ff7f0e"
 
 

@@ -1,26 +1,38 @@
-"""The exported model on the study's validation utterances: its confusion matrix and per-speaker accuracy."""
+"""Which model the report scores on the study's validation utterances, and its figures.
+
+A trial export (or an ensemble of trial models) is scored as it is. A refit export trained on those very
+utterances, so scoring it there draws a perfect diagonal that says nothing: the report scores the source
+trial's own weights, kept in the study, on them instead (data they never saw), names that model on every
+figure, and draws the refit's own training curve beside (:mod:`automel.report.refit`).
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 
 from automel.errors import AutomelError, StudyError
 from automel.home import study_dir
-from automel.report.common import BLUE, METRIC, NAMED_SPEAKERS, Section, label_axes, png_figure
+from automel.report.common import Section
+from automel.report.confusion import confusion_section, per_speaker_section
+from automel.report.refit import refit_sections
 
 if TYPE_CHECKING:
     import torch
 
+    from automel.runs import RunRecord
+    from automel.train.run import Workspace
+
 
 @dataclass(frozen=True)
 class Validation:
-    """The exported model's predictions on the study's validation utterances."""
+    """A model's predictions on the study's validation utterances: the export's, or its source trials' own."""
 
     folder: Path
     kind: str  # "trial", "refit" or "ensemble" (export.json)
@@ -28,6 +40,13 @@ class Validation:
     speakers: tuple[str, ...]
     labels: np.ndarray
     predictions: np.ndarray
+    model: str = "the exported model"  # which model made the predictions, as the figures name it
+
+    @property
+    def caption(self) -> str:
+        """The model and its score in a few words (the PNGs' title): whether it saw these utterances."""
+        seen = "it never saw" if self.held_out else "it trained on"
+        return f"{self.model}: {self.accuracy:.1%} of {len(self.labels)} validation utterances {seen}"
 
     @property
     def accuracy(self) -> float:
@@ -49,101 +68,162 @@ class Validation:
             return np.where(totals > 0, np.diag(counts) / totals, np.nan), totals
 
 
+def _export_info(folder: Path) -> dict[str, Any]:
+    """The export's ``export.json`` (what it holds), or ``{}`` when it has none or it cannot be read."""
+    from automel.engine.export import EXPORT_INFO
+
+    try:
+        info = json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def is_refit(info: dict[str, Any]) -> bool:
+    """Whether an export (its ``export.json``) holds a model refit on the validation utterances."""
+    members = [m for m in info.get("members") or [] if isinstance(m, dict)]
+    return any(m.get("refit") for m in members) if members else info.get("kind") == "refit"
+
+
+def _export_folder(study: optuna.Study, home: Path) -> Path:
+    folder = study_dir(home, study.study_name) / "best"
+    if not folder.is_dir():
+        raise StudyError(f"there is no exported model in {folder} yet (`automel export` writes it)")
+    return folder
+
+
+def _validation_workspace(study: optuna.Study, home: Path, data_root: Path | None) -> Workspace:
+    from automel.engine.export import study_workspace
+
+    work = study_workspace(study, home, data_root)
+    if len(work.split.valid) == 0:
+        raise StudyError(f"study '{study.study_name}' holds no validation utterances")
+    return work
+
+
+def _predict(model: torch.nn.Module, record: RunRecord, work: Workspace, device: torch.device | None,
+             what: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """``(speakers, labels, predictions)`` of ``model`` on the validation utterances of ``work``."""
+    from automel.train.device import autocast_dtype, select_device
+    from automel.train.loop import predict
+
+    if tuple(record.speakers) != tuple(work.store.dataset.speakers):
+        raise StudyError(f"{what} was trained on other speakers than the study's data set")
+    device = device if device is not None else select_device("auto")
+    predictions = predict(model, work.store, work.split.valid, device, autocast_dtype(device, True))
+    labels = work.store.labels.numpy()[work.split.valid].astype(np.int64)
+    return tuple(record.speakers), labels, predictions
+
+
 def evaluate_export(study: optuna.Study, home: Path, data_root: Path | None = None,
                     device: torch.device | None = None) -> Validation:
-    """The predictions of ``<home>/<study>/best`` on the study's validation utterances.
+    """The predictions of ``<home>/<study>/best`` itself on the study's validation utterances.
 
     :class:`StudyError` when there is no export or no validation utterance, or the data set is gone or changed;
     :class:`ConfigError` when the export's files cannot be read.
     """
-    from automel.engine.export import EXPORT_INFO, study_workspace
     from automel.runs import load_run
-    from automel.train.device import autocast_dtype, select_device
-    from automel.train.loop import predict
 
-    folder = study_dir(home, study.study_name) / "best"
-    if not folder.is_dir():
-        raise StudyError(f"there is no exported model in {folder} yet (`automel export` writes it)")
-    try:
-        info = json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        info = {}
+    folder = _export_folder(study, home)
+    info = _export_info(folder)
     model, record = load_run(folder)
-    work = study_workspace(study, home, data_root)
-    if len(work.split.valid) == 0:
-        raise StudyError(f"study '{study.study_name}' holds no validation utterances")
-    if tuple(record.speakers) != tuple(work.store.dataset.speakers):
-        raise StudyError(f"the export in {folder} was trained on other speakers than the study's data set")
-    device = device if device is not None else select_device("auto")
-    predictions = predict(model, work.store, work.split.valid, device, autocast_dtype(device, True))
-    labels = work.store.labels.numpy()[work.split.valid]
-    members = info.get("members") or []
-    refit = info.get("kind") == "refit" or any(m.get("refit") for m in members if isinstance(m, dict))
-    return Validation(folder, str(info.get("kind", "trial")), not refit, tuple(record.speakers),
-                      labels.astype(np.int64), predictions)
+    work = _validation_workspace(study, home, data_root)
+    kind = str(info.get("kind", "trial"))
+    speakers, labels, predictions = _predict(model, record, work, device, f"the export in {folder}")
+    return Validation(folder, kind, not is_refit(info), speakers, labels, predictions, f"the exported {kind} model")
+
+
+def source_trials(info: dict[str, Any]) -> dict[int, float]:
+    """Trial number -> weight of the trials an export was made from (a member's seeds add up)."""
+    weights: dict[int, float] = {}
+    for member in info.get("members") or []:
+        if isinstance(member, dict) and isinstance(member.get("trial"), int):
+            weight = member.get("weight", 1.0)
+            weights[member["trial"]] = weights.get(member["trial"], 0.0) + float(weight or 0.0)
+    if not weights and isinstance(info.get("trial"), int):
+        weights[info["trial"]] = 1.0
+    return weights
+
+
+def evaluate_source(study: optuna.Study, home: Path, data_root: Path | None = None,
+                    device: torch.device | None = None) -> Validation:
+    """The predictions, on the study's validation utterances, of the trials' own models that the export was made
+    from: for a refit export, data they never saw (the refit trained on it). Several trials are weighted as in the
+    export. :class:`StudyError` when a source trial's weights were not kept, or as :func:`evaluate_export`.
+    """
+    from automel.ensemble import EnsembleModel
+
+    folder = _export_folder(study, home)
+    info = _export_info(folder)
+    weights = source_trials(info)
+    if not weights or sum(weights.values()) <= 0:
+        raise StudyError(f"the export in {folder} names no trial it was made from")
+    work = _validation_workspace(study, home, data_root)
+    loaded = _trial_models(study, home, list(weights))
+    numbers = ", ".join(str(n) for n in weights)
+    if len(loaded) == 1:
+        model, record = loaded[0]
+        what = f"trial {numbers}'s own model"
+    else:
+        model = EnsembleModel([m for m, _ in loaded], [w / sum(weights.values()) for w in weights.values()]).eval()
+        record = loaded[0][1]
+        what = f"the own models of trials {numbers}, weighted as in the export"
+    speakers, labels, predictions = _predict(model, record, work, device, what)
+    return Validation(folder, str(info.get("kind", "trial")), True, speakers, labels, predictions, what)
+
+
+def _trial_models(study: optuna.Study, home: Path, numbers: list[int]) -> list[tuple[torch.nn.Module, RunRecord]]:
+    """The kept weights of trials ``numbers`` (from the study's artifact store), loaded."""
+    from automel.engine.artifacts import artifact_store, download_trial
+    from automel.engine.study import artifact_dir
+    from automel.runs import load_run
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    store = artifact_store(artifact_dir(home, study.study_name))
+    loaded = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for number in numbers:
+            if number not in trials:
+                raise StudyError(f"trial {number}, which the export was made from, is not in study "
+                                 f"'{study.study_name}'")
+            into = Path(tmp) / str(number)
+            into.mkdir()
+            loaded.append(load_run(download_trial(store, trials[number], into)))
+    return loaded
+
+
+def _shown(study: optuna.Study, home: Path, data_root: Path | None, device: torch.device | None, curve: bool
+           ) -> tuple[Validation, str]:
+    """The validation figures' model and the sentence that says what they show (``curve``: the refit's training
+    curve follows them)."""
+    folder = _export_folder(study, home)
+    if not is_refit(_export_info(folder)):
+        validation = evaluate_export(study, home, data_root, device)
+        return validation, (f"{validation.model} ({folder}) on the study's {len(validation.labels)} validation "
+                            f"utterances: {validation.accuracy:.2%} correct")
+    validation = evaluate_source(study, home, data_root, device)
+    one = validation.model.startswith("trial ")
+    return validation, (f"{validation.model} on the study's {len(validation.labels)} validation utterances, which "
+                        f"{'it' if one else 'they'} never saw: {validation.accuracy:.2%} correct. The exported "
+                        f"refit model ({folder}) trained on them, so they cannot score it"
+                        + ("; its own training curve follows" if curve else ""))
 
 
 def model_sections(study: optuna.Study, home: Path, data_root: Path | None = None,
                    device: torch.device | None = None) -> list[Section]:
-    """The exported model's confusion matrix and per-speaker accuracy; sentences instead when it cannot be
-    evaluated (no export yet, data set gone)."""
+    """The confusion matrix (or most-confused pairs) and per-speaker accuracy on validation, of the export or, for
+    a refit export, of its source trials' own models; then the refit's training curve. Sentences instead of
+    figures when they cannot be drawn (no export yet, data set gone, source weights not kept)."""
+    folder = study_dir(home, study.study_name) / "best"
+    refit = refit_sections(folder)
     try:
-        validation = evaluate_export(study, home, data_root, device)
+        validation, where = _shown(study, home, data_root, device, any(s.plotly is not None for s in refit))
     except AutomelError as exc:
         why = f"The exported model cannot be shown: {exc}."
-        return [Section("confusion", "Confusion matrix", why), Section("speakers", "Accuracy per speaker", why)]
-    where = (f"the exported {validation.kind} model ({validation.folder}) on the study's "
-             f"{len(validation.labels)} validation utterances: {validation.accuracy:.2%} correct")
-    if not validation.held_out:
-        where += (". This model was refit on training and validation utterances, so these are not held out: "
-                  "they show what it learned, not how it does on new speech")
-    return [_confusion(validation, where), _per_speaker(validation, where)]
-
-
-def _confusion(validation: Validation, where: str) -> Section:
-    """A heatmap of utterances by true and predicted speaker."""
-    import plotly.graph_objects as go
-
-    counts = validation.confusion()
-    names = list(validation.speakers)
-    n = len(names)
-    fig = go.Figure(go.Heatmap(z=counts, x=names, y=names, colorscale="Blues",
-                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-    size = min(900, max(420, 16 * n + 160))
-    fig.update_layout(height=size, xaxis={"title": "predicted speaker", "type": "category",
-                                          "showticklabels": n <= NAMED_SPEAKERS},
-                      yaxis={"title": "true speaker", "type": "category", "autorange": "reversed",
-                             "showticklabels": n <= NAMED_SPEAKERS})
-    png = png_figure(8, 7)
-    ax = png.add_subplot()
-    image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
-    png.colorbar(image, ax=ax, label="utterances")
-    if n <= NAMED_SPEAKERS:
-        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), names, fontsize=7)
-    ax.set_xlabel("predicted speaker")
-    ax.set_ylabel("true speaker")
-    return Section("confusion", "Confusion matrix", f"Utterances by true and predicted speaker, for {where}.", fig, png)
-
-
-def _per_speaker(validation: Validation, where: str) -> Section:
-    """Each speaker's accuracy as a bar, worst first."""
-    import plotly.graph_objects as go
-
-    accuracy, totals = validation.per_speaker()
-    order = [k for k in np.argsort(accuracy, kind="stable") if totals[k] > 0]
-    names = [validation.speakers[k] for k in order]
-    fig = go.Figure(go.Bar(x=names, y=accuracy[order], customdata=totals[order], marker_color=BLUE,
-                           hovertemplate="%{x}: %{y:.0%} of %{customdata} utterances<extra></extra>"))
-    fig.update_layout(xaxis={"title": "speaker (worst first)", "type": "category",
-                             "showticklabels": len(names) <= NAMED_SPEAKERS},
-                      yaxis={"title": METRIC, "tickformat": ".0%", "range": [0, 1.02]})
-    png = png_figure(max(8.0, min(24.0, 0.25 * len(names))), 4.5)
-    ax = png.add_subplot()
-    ax.bar(range(len(names)), accuracy[order], color=BLUE)
-    if len(names) <= NAMED_SPEAKERS:
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_ylim(0, 1.02)
-    label_axes(ax, "speaker (worst first)", METRIC, percent=True)
-    return Section("speakers", "Accuracy per speaker", f"Each speaker's share of correct predictions, for {where}.",
-                   fig, png)
+        if folder.is_dir() and is_refit(_export_info(folder)):
+            why = (f"The export was refit on the validation utterances, so it cannot be scored on them, and the "
+                   f"model it was refit from cannot be shown instead: {exc}.")
+        sections = [Section("confusion", "Confusion matrix", why), Section("speakers", "Accuracy per speaker", why)]
+    else:
+        sections = [confusion_section(validation, where), per_speaker_section(validation, where)]
+    return sections + refit

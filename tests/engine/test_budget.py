@@ -158,7 +158,14 @@ def test_an_ensemble_export_predicts_and_scores(cli: CliRunner, searched: Path, 
         return ensemble.EnsembleChoice(np.array([0.6, 0.4] + [0.0] * (len(probas) - 2)), 1.0, 0.0, 0,
                                        choice.best_single_acc - 0.01, choice.best_single_loss)
 
+    real_accuracy = ensemble.mixture_accuracy
+
+    def two_win(probas: list[np.ndarray], weights: list[float], labels: np.ndarray) -> float:
+        # the decision is made on the members' real probabilities; here the two-member mix must win
+        return 1.0 if sum(w > 0 for w in weights) > 1 else real_accuracy(probas, weights, labels)
+
     monkeypatch.setattr(ensemble, "greedy_ensemble", always_two)
+    monkeypatch.setattr(ensemble, "mixture_accuracy", two_win)
     code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 20, "--quality", "balanced",
                                "--device", "cpu")
     assert code == 0, stderr
