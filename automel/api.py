@@ -47,7 +47,8 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
            steps_per_trial: int | None = None, workers: int = 1, formats: Sequence[str] = (),
            max_params: int | None = None, max_latency_ms: float | None = None, deterministic: bool = False,
            create_dirs: bool = False, grace_period: int | None = None, progress: Callable[[str], None] | None = None,
-           hooks: SearchHooks | None = None, adapt: str = "test") -> SearchResult:
+           hooks: SearchHooks | None = None, adapt: str = "test", noise: PathLike | None = None,
+           rir: PathLike | None = None) -> SearchResult:
     """Search encoders, poolings, heads and their parameters within ``time_limit``; refit and export the best.
 
     ``data``: an HW4 data set folder (default: the embedded synthetic corpus, generated in ``home`` on first
@@ -57,6 +58,8 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     ``adapt``: ``"test"`` adapts the export's feature and BatchNorm statistics to the data set's unlabelled
     test utterances (and ``automel predict`` then to whatever it predicts), ``"none"`` does not, a folder
     path adapts to the unlabelled data there (:mod:`automel.adapt`).
+    ``noise``/``rir``: folders of noise recordings / room impulse responses that ``train.noise_aug`` /
+    ``train.reverb_aug`` draw from, converted once with the data set's front end (:mod:`automel.engine.banks`).
     ``progress``: called with one line per phase and finished trial. ``hooks``: a user interface's own
     (the CLI's live view); it replaces ``progress``. Rerunning the same call resumes the study.
 
@@ -65,6 +68,7 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     Ctrl-C (the study is kept; run again to resume).
     """
     from automel.adapt import check_adapt
+    from automel.data.augment.banks import check_folders
     from automel.data.synth import default_corpus
     from automel.engine.budget import DEFAULT_TIME_LIMIT_S, Clock, check_time_limit, parse_duration, quality_named
     from automel.engine.constraints import Constraints
@@ -75,6 +79,8 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
 
     chosen_formats = require_formats(list(formats))  # a bad format fails now, not after the search
     check_adapt(adapt, "adapt")
+    noise_dir, rir_dir = (Path(p) if p is not None else None for p in (noise, rir))
+    check_folders(noise_dir, rir_dir)  # a missing or empty folder fails now, before the study is touched
     _check_at_least(trials=(trials, 1), keep=(keep, 1), workers=(workers, 1), steps_per_trial=(steps_per_trial, 10))
     limit_s = DEFAULT_TIME_LIMIT_S if time_limit is None else parse_duration(str(time_limit), "time_limit")
     check_time_limit(limit_s)
@@ -84,7 +90,7 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
                             sampler=sampler, pruner=pruner, encoders=_listed(encoders), poolings=_listed(poolings),
                             heads=_listed(heads), device=device, seed=seed, keep=keep, portfolio=portfolio,
                             deterministic=deterministic, create_dirs=create_dirs,
-                            constraints=Constraints(max_params, max_latency_ms),
+                            constraints=Constraints(max_params, max_latency_ms), noise=noise_dir, rir=rir_dir,
                             **({"grace_period": grace_period} if grace_period is not None else {}))
     hooks = hooks or _progress_hooks(progress, trials)
     where = resolve_home(Path(home) if home is not None else None)

@@ -26,11 +26,9 @@ RirOption = Annotated[Path | None, typer.Option("--rir", show_default=False,
 
 def check_bank_folders(noise: Path | None, rir: Path | None) -> None:
     """Refuse a missing or empty ``--noise``/``--rir`` folder at once (:class:`DataError`, one line naming it)."""
-    from automel.data.augment.banks import NOISE, RIR, audio_files
+    from automel.data.augment.banks import check_folders
 
-    for kind, folder in ((NOISE, noise), (RIR, rir)):
-        if folder is not None:
-            audio_files(kind, folder)
+    check_folders(noise, rir)
 
 
 def with_banks(settings: RunSettings, params: Mapping[str, Any], noise: Path | None, rir: Path | None,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from automel.cli._banks import NoiseOption, RirOption
 from automel.cli._common import (
     DataOption,
     DeterministicOption,
@@ -87,6 +88,8 @@ def search(
     adapt: Annotated[str, typer.Option("--adapt", help="test | none | DIR: adapt the export's feature and "
         "BatchNorm statistics to the data set's unlabelled test utterances, or to a folder of unlabelled "
         "data.")] = "test",
+    noise: NoiseOption = None,
+    rir: RirOption = None,
     home: HomeOption = None,
 ) -> None:
     """Search encoders, poolings, heads and their parameters within a time limit; refit and export the best."""
@@ -108,7 +111,7 @@ def search(
             pruner=pruner, portfolio=portfolio, device=device, seed=seed, keep=keep, steps_per_trial=steps_per_trial,
             workers=workers, formats=_names(formats) or (), max_params=max_params, max_latency_ms=max_latency_ms,
             deterministic=deterministic, create_dirs=create_dirs, grace_period=grace_period, hooks=_hooks(trials),
-            adapt=adapt)
+            adapt=adapt, noise=noise, rir=rir)
     except Interrupted as exc:  # Ctrl-C or SIGTERM: the running trial is failed with the reason; exit 130 or 143
         raise interrupted_exit(str(exc)) from None
     run = result.run

@@ -31,6 +31,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from automel.engine.artifacts import artifact_store, download_trial, has_weights
+from automel.engine.banks import refit_banks
 from automel.engine.budget import above_chance
 from automel.engine.constraints import Constraints, feasible_complete, is_feasible
 from automel.engine.study import artifact_dir
@@ -298,7 +299,8 @@ def _refit_one(member: Member, everything: Workspace, steps: int, seed_index: in
     seed = int(member.trial.user_attrs.get("seed", 0)) + 7919 * (seed_index + 1)
     note(f"refit of trial {member.trial.number} on all {len(everything.split.train)} labelled utterances: "
          f"{steps} steps, seed {seed}")
-    settings = RunSettings(steps=steps, valid_every=steps, seed=seed, validate=False, deadline=deadline,
+    banks = refit_banks(member.trial)  # the noise and RIR banks the trial trained with
+    settings = RunSettings(**banks, steps=steps, valid_every=steps, seed=seed, validate=False, deadline=deadline,
                            deterministic=deterministic)
     try:
         model, result, record = train_run(member.trial.params, everything, settings, device)

@@ -22,6 +22,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from automel.engine.artifacts import save_trial_artifacts
+from automel.engine.banks import trial_banks
 from automel.engine.constraints import Constraints, measure_trial
 from automel.engine.cost import cost_guard
 from automel.engine.space import suggest_params
@@ -103,7 +104,8 @@ class TrialObjective:
         self.events.on_trial_start(trial.number, params)
         steps = self.opened.steps
         settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
-                               deadline=self.deadline, deterministic=self.options.deterministic)
+                               deadline=self.deadline, deterministic=self.options.deterministic,
+                               **trial_banks(trial, self.opened.study))
         n_mels = self.opened.work.store.n_mels
         guard = cost_guard(trial, steps, self.options.max_cost_ratio)
 

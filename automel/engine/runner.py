@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.data.layout import read_dataset
 from automel.data.split import Split
 from automel.engine.artifacts import artifact_store, trim_weights
+from automel.engine.banks import record_banks
 from automel.engine.constraints import Constraints, settle_constraints
 from automel.engine.cost import MAX_COST_RATIO
 from automel.engine.objective import SURPLUS_ATTR, TrialObjective
@@ -74,6 +75,8 @@ class SearchOptions:
     create_dirs: bool = False  # create a missing folder of --storage (SQLite, journal) instead of refusing it
     # --max-params, --max-latency-ms (a new study's; see settle_constraints)
     constraints: Constraints = field(default_factory=Constraints)
+    noise: Path | None = None  # --noise DIR: a noise bank for train.noise_aug (automel.engine.banks)
+    rir: Path | None = None  # --rir DIR: recorded impulse responses for train.reverb_aug
     max_cost_ratio: float | None = MAX_COST_RATIO  # prune a trial this many times slower per step (engine/cost.py)
 
 
@@ -188,6 +191,7 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
                          engine=EngineRecord(options.trials, options.sampler, options.pruner, options.seed,
                                              options.keep))
     record.write(study)
+    record_banks(study, options.noise, options.rir, work, home)
     study.pruner = make_pruner(options.pruner, steps)
     if options.portfolio and not study.get_trials(deepcopy=False):
         from automel.engine.portfolio import enqueue_portfolio

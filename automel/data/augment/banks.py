@@ -83,6 +83,13 @@ def audio_files(kind: str, folder: Path) -> list[Path]:
     return files
 
 
+def check_folders(noise: Path | None, rir: Path | None) -> None:
+    """Refuse a missing or empty ``--noise``/``--rir`` folder at once, before any work (:func:`audio_files`)."""
+    for kind, folder in ((NOISE, noise), (RIR, rir)):
+        if folder is not None:
+            audio_files(kind, Path(folder))
+
+
 def fingerprint(kind: str, folder: Path, files: list[Path], frontend: FrontEnd) -> str:
     """Hash of the kind, the front end and the files' relative paths, sizes and modification times."""
     digest = hashlib.sha256(f"v{BANK_VERSION}:{kind}:{folder.resolve()}:".encode())
