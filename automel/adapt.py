@@ -98,6 +98,13 @@ def target_stats(batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tens
     return mean.float().cpu(), std.float().cpu()
 
 
+def copy_module(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` to adapt, leaving the original's statistics as they were trained."""
+    import copy
+
+    return copy.deepcopy(model)
+
+
 def check_adapt(value: str, what: str = "--adapt", auto: bool = False) -> str:
     """``value`` if it is a mode (``none``, ``test``, and ``auto`` where allowed) or an existing folder;
     :class:`ConfigError` naming it otherwise (before any work)."""
@@ -147,8 +154,9 @@ def adapt_to_folder(model: nn.Module, folder: Path, n_mels: int, home: Path, dev
 
 
 def recorded_mode(extra: dict[str, Any]) -> str:
-    """What ``--adapt auto`` means for a model: ``test`` when it was exported adapting to its test data (it
-    adapts to whatever it predicts, then), else ``none`` (a folder's statistics are already in its weights)."""
+    """What ``--adapt auto`` means for a model: ``test`` when it was exported adapting to its test data (its
+    weights keep the trained statistics, and it adapts to whatever it predicts), else ``none`` (a folder's
+    statistics are already in its weights)."""
     recorded = extra.get(ADAPTATION) or {}
     return "test" if recorded.get("mode") == "test" else "none"
 
@@ -176,3 +184,28 @@ def describe(adaptation: Adaptation) -> str:
     if adaptation.batchnorm:
         parts.append(f"{adaptation.batchnorm} BatchNorm layers' statistics")
     return f"adapted {' and '.join(parts)} to {adaptation.data} ({adaptation.utterances} utterances, labels unused)"
+
+
+def adapt_export(model: nn.Module, record: Any, store: FeatureStore, adapt: str, home: Path, device: torch.device
+                 ) -> tuple[dict[str, Any] | None, nn.Module]:
+    """Adapt an export as ``adapt`` says: the adaptation's record (None for ``none``) and the model to predict with.
+
+    ``test``: the weights stay as trained (so they reproduce the study's validation scores) and the model
+    records that it adapts to whatever it predicts; the export's submission comes from an adapted copy, as
+    ``automel predict`` makes one. A folder: the adapted statistics go into the exported weights, since the
+    folder is not there when the model predicts. ``record`` is the model's ``RunRecord`` (its front end).
+    """
+    from automel.inference import SpeakerInference
+
+    if adapt == "none":
+        return None, model
+    if adapt == "test":
+        test = store.test_indices()
+        copy = copy_module(model)
+        done = adapt_to_store(copy, store, test, "test", f"the {len(test)} test utterances of {store.dataset.root}",
+                              device)
+        return done.to_json(), copy
+    done = adapt_to_folder(model, Path(adapt), store.n_mels, home, device,
+                           SpeakerInference(model, record, "the export").features)
+    model.cpu()
+    return done.to_json(), model

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, int]] = [
     ("registry", 3), ("model", 3), ("presets", 3), ("plugin_info", 3), ("data", 3), ("testing", 3),
     ("exporting", 3),
     ("train.run", 5), ("train", 4), ("runs", 5), ("ensemble", 5), ("score", 5), ("inference", 5),
-    ("verification", 5),
+    ("verification", 5), ("adapt", 5),
     ("report", 6),
     ("engine", 6), ("api", 7), ("cli", 8), ("__main__", 9),
 ]

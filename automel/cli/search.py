@@ -220,12 +220,16 @@ def export(
     pareto: Annotated[bool, typer.Option("--pareto",
         help="List the accuracy × size Pareto front (also in `show --format json`); with --trial N, export N, "
              "which must be on it.")] = False,
+    adapt: Annotated[str, typer.Option("--adapt", help="test | none | DIR: the statistics the export adapts "
+        "to (see automel search --adapt).")] = "test",
     home: HomeOption = None,
 ) -> None:
     """Export a trial: model.safetensors, config.json, a model card README.md and output.csv (and --format files)."""
+    from automel.adapt import check_adapt
     from automel.exporting import require_formats
 
     chosen_formats = require_formats(formats)  # an unknown format or a missing extra fails before any work
+    check_adapt(adapt)
     if model is not None:
         _export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None or pareto)
         return
@@ -243,7 +247,7 @@ def export(
     chosen = pick_trial(loaded, trial)
     target = out or where / loaded.study_name / "best"
     path, valid_acc = export_trial(loaded, where, chosen, target, replace=out is None, data_root=data,
-                                   formats=chosen_formats)
+                                   formats=chosen_formats, adapt=adapt)
     console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
 
 

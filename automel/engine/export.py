@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from automel.adapt import ADAPTATION, DEFAULT_SEARCH_ADAPT, adapt_export
 from automel.engine.artifacts import artifact_store, download_trial
 from automel.engine.record import StudyRecord
 from automel.engine.study import adopt_content_id, artifact_dir
@@ -59,7 +62,7 @@ def export_best(study: optuna.Study, home: Path, data_root: Path | None = None) 
         best = pick_trial(study, None)
         if _exported(out) == (study.study_name, best.number):
             return out, best, False
-        path, _ = export_trial(study, home, best, out, replace=True, data_root=data_root)
+        path, _ = export_trial(study, home, best, out, replace=True, data_root=data_root, adapt=DEFAULT_SEARCH_ADAPT)
         return path, best, True
 
 
@@ -96,12 +99,13 @@ def study_workspace(study: optuna.Study, home: Path, data_root: Path | None = No
 
 def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path, replace: bool = False,
                  data_root: Path | None = None, device: torch.device | None = None,
-                 formats: Sequence[str] = ()) -> tuple[Path, float]:
+                 formats: Sequence[str] = (), adapt: str = "none") -> tuple[Path, float]:
     """Write the export of ``trial`` to ``out``; returns it and the re-measured validation accuracy.
 
     The model is scored and predicts on ``device`` (default: the best one here). ``formats`` (``onnx``,
     ``torchscript``) are written beside the weights (:mod:`automel.exporting`); a model that cannot take
-    one is an :class:`~automel.errors.ExportError` and nothing is written.
+    one is an :class:`~automel.errors.ExportError` and nothing is written. ``adapt`` is as in
+    :func:`automel.adapt.adapt_export`.
     """
     device = device if device is not None else select_device("auto")
     store = artifact_store(artifact_dir(home, study.study_name))
@@ -109,10 +113,14 @@ def export_trial(study: optuna.Study, home: Path, trial: FrozenTrial, out: Path,
         model, record = load_run(download_trial(store, trial, Path(tmp)))
     work = study_workspace(study, home, data_root)
     valid_acc, _ = evaluate(model, work.store, work.split.valid, device, autocast_dtype(device, True))
-    rows = test_submission(model, work.store, record.speakers, device) if work.store.dataset.test else None
+    adaptation, predictor = adapt_export(model, record, work.store, adapt, home, device)
+    info: dict[str, Any] = {"study": study.study_name, "trial": trial.number, "kind": "trial", "value": trial.value,
+                            "valid_acc": valid_acc}
+    if adaptation is not None:
+        info[ADAPTATION] = adaptation
+        record = dataclasses.replace(record, extra={**record.extra, ADAPTATION: adaptation})
+    rows = test_submission(predictor, work.store, record.speakers, device) if work.store.dataset.test else None
     card = model_card(study, trial, record.to_json(), valid_acc)
-    info = {"study": study.study_name, "trial": trial.number, "kind": "trial", "value": trial.value,
-            "valid_acc": valid_acc}
     with staged_exports(model, formats, record.n_mels, Path(out).resolve().parent, describe(record.params)) as staged:
         path = write_run_dir(out, model.state_dict(), record, [], rows, card=card, replace=replace,
                              extra={EXPORT_INFO: json.dumps(info, indent=2)})

@@ -30,6 +30,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from automel.adapt import ADAPTATION, adapt_export
 from automel.engine.artifacts import artifact_store, download_trial, has_weights
 from automel.engine.banks import refit_banks
 from automel.engine.budget import above_chance
@@ -39,7 +40,7 @@ from automel.errors import StudyError
 from automel.runs import RunRecord, load_run, write_run_dir
 from automel.train.config import RunSettings
 from automel.train.device import autocast_dtype, release_memory
-from automel.train.run import Workspace, test_submission, train_run
+from automel.train.run import Workspace, metrics_lines, test_submission, train_run
 
 # A refit trains at most this many times the (data-scaled) steps of its trial: it uses the time the user gave,
 # with a bound for the rare case of trials that were far too short for the time left.
@@ -56,6 +57,7 @@ class FinishOptions:
     steps: int | None = None  # fixed refit steps (``automel refit --steps``); None: from the trial and the time
     deterministic: bool = False  # deterministic kernels only (RunSettings.deterministic)
     formats: tuple[str, ...] = ()  # deployable files written into the export too (automel.exporting.FORMATS)
+    adapt: str = "none"  # none | test | a folder: the statistics the export adapts to (automel.adapt)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class FinishResult:
     members: list[dict[str, Any]] = field(default_factory=list)
     ensemble: dict[str, float] | None = None  # validation accuracy of the ensemble vs the best single trial
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: ensemble, refit, export
+    adaptation: dict[str, Any] | None = None  # what the export's statistics were adapted to (automel.adapt)
 
 
 def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device: torch.device,
@@ -98,7 +101,7 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     target.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(target.parent / ".export.lock"):  # never two exports into one folder at once
         result = _export(study, work, members, fitted, target, ensemble if len(members) > 1 else None,
-                         device, options.formats)
+                         device, options, home)
     marks.append(time.monotonic())
     phases = zip(("ensemble", "refit", "export"), marks[:-1], marks[1:], strict=True)
     result.timings = {phase: round(b - a, 3) for phase, a, b in phases}
@@ -269,6 +272,7 @@ def refit_plan(trial: FrozenTrial, data_ratio: float, seconds: float | None, max
 class Fitted:
     member: Member
     models: list[tuple[torch.nn.Module, RunRecord]]
+    curves: list[list[dict[str, Any]]] = field(default_factory=list)  # each refit's log rows (metrics.jsonl)
 
 
 def _refit_members(members: list[Member], work: Workspace, options: FinishOptions, device: torch.device,
@@ -287,88 +291,115 @@ def _refit_members(members: list[Member], work: Workspace, options: FinishOption
         until = deadline
         if steps == 0:  # no time left and no trial weights to fall back on: train briefly, late rather than never
             steps, seeds, until = refit_plan(member.trial, ratio, None)[0] // 2 or 1, 1, None
-        fitted.append(Fitted(member, [_refit_one(member, everything, steps, k, device, until, note,
-                                                 options.deterministic)
-                                      for k in range(seeds)]))
+        runs = [_refit_one(member, everything, steps, k, device, until, note, options.deterministic)
+                for k in range(seeds)]
+        fitted.append(Fitted(member, [(model, record) for model, record, _ in runs], [curve for *_, curve in runs]))
     return fitted
 
 
 def _refit_one(member: Member, everything: Workspace, steps: int, seed_index: int, device: torch.device,
                deadline: float | None, note: Note, deterministic: bool = False
-               ) -> tuple[torch.nn.Module, RunRecord]:
+               ) -> tuple[torch.nn.Module, RunRecord, list[dict[str, Any]]]:
     seed = int(member.trial.user_attrs.get("seed", 0)) + 7919 * (seed_index + 1)
     note(f"refit of trial {member.trial.number} on all {len(everything.split.train)} labelled utterances: "
          f"{steps} steps, seed {seed}")
+    # The tail average replaces the last weights only where the trial's own run found it better on validation.
+    trusted = bool((member.trial.user_attrs.get("averaging") or {}).get("wins"))
     banks = refit_banks(member.trial)  # the noise and RIR banks the trial trained with
     settings = RunSettings(**banks, steps=steps, valid_every=steps, seed=seed, validate=False, deadline=deadline,
-                           deterministic=deterministic)
+                           deterministic=deterministic, average_trusted=trusted)
     try:
         model, result, record = train_run(member.trial.params, everything, settings, device)
     finally:
         release_memory(device)
     info = {"trial": member.trial.number, "trial_valid_acc": member.trial.value, "data": "train+valid",
             "utterances": len(everything.split.train), "steps": result.steps, "planned_steps": steps,
-            "seed": seed, "seconds": round(result.seconds, 2), "held_out_score": None}
-    return model, dataclasses.replace(record, result={**record.result, "valid_acc": None},
-                                      extra={**record.extra, "refit": info})
+            "seed": seed, "seconds": round(result.seconds, 2), "held_out_score": None,
+            "schedule": result.schedule, "annealed": result.annealed, "final_lr": result.final_lr,
+            "averaged": bool(result.averaging and result.averaging.get("used"))}
+    record = dataclasses.replace(record, result={**record.result, "valid_acc": None},
+                                 extra={**record.extra, "refit": info})
+    return model, record, metrics_lines(result)
+
+
+@dataclass
+class Part:
+    """One exported model: its weights, its config, its entry in ``export.json`` and its log rows."""
+
+    model: torch.nn.Module
+    record: RunRecord
+    info: dict[str, Any]
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _export(study: optuna.Study, work: Workspace, members: list[Member], fitted: list[Fitted] | None,
             out: Path, ensemble: dict[str, float] | None, device: torch.device,
-            formats: tuple[str, ...] = ()) -> FinishResult:
+            options: FinishOptions, home: Path) -> FinishResult:
     from automel.engine.export import EXPORT_INFO, model_card
     from automel.exporting import describe, staged_exports
 
     parts = _parts(members, fitted)
     best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else members[0].trial
     kind = "ensemble" if len(parts) > 1 else ("refit" if fitted else "trial")
-    described = [p[2] for p in parts]
-    info = {"study": study.study_name, "trial": best.number, "kind": kind, "value": best.value,
-            "members": described, "ensemble": ensemble}
-    model = parts[0][0] if len(parts) == 1 else _ensemble_model(parts)
-    rows = test_submission(model, work.store, parts[0][1].speakers, device) if work.store.dataset.test else None
+    described = [p.info for p in parts]
+    info: dict[str, Any] = {"study": study.study_name, "trial": best.number, "kind": kind, "value": best.value,
+                            "members": described, "ensemble": ensemble}
+    model = parts[0].model if len(parts) == 1 else _ensemble_model(parts)
     valid_acc = None
     if kind == "trial":  # the trial's own weights: re-measure what the study recorded, from the files' model
         from automel.train.loop import evaluate
 
         valid_acc, _ = evaluate(model, work.store, work.split.valid, device, autocast_dtype(device, True))
         info["valid_acc"] = valid_acc
-    card = model_card(study, members[0].trial, parts[0][1].to_json(), valid_acc, kind=kind, members=described)
+    adaptation, predictor = adapt_export(model, parts[0].record, work.store, options.adapt, home, device)
+    if adaptation is not None:
+        info[ADAPTATION] = adaptation
+        parts = [dataclasses.replace(p, record=dataclasses.replace(
+            p.record, extra={**p.record.extra, ADAPTATION: adaptation})) for p in parts]
+    rows = test_submission(predictor, work.store, parts[0].record.speakers, device) if work.store.dataset.test else None
+    card = model_card(study, members[0].trial, parts[0].record.to_json(), valid_acc, kind=kind, members=described)
+    if adaptation is not None:
+        from automel.adapt import Adaptation
+        from automel.adapt import describe as adapted
+
+        card += f"\n## Adaptation\n\n{adapted(Adaptation(**adaptation))}. `automel predict` adapts again to " \
+                f"the data it predicts when it was `test` (see `--adapt`).\n"
     extra = {EXPORT_INFO: json.dumps(info, indent=2, default=str)}
-    what = describe(parts[0][1].params) if len(parts) == 1 else f"the ensemble of {len(parts)} models"
+    what = describe(parts[0].record.params) if len(parts) == 1 else f"the ensemble of {len(parts)} models"
     # Deployable files first, into a temporary folder: a model that cannot take a format leaves the old export.
-    with staged_exports(model, formats, parts[0][1].n_mels, out.resolve().parent, what) as staged:
+    with staged_exports(model, options.formats, parts[0].record.n_mels, out.resolve().parent, what) as staged:
         if len(parts) == 1:
-            path = write_run_dir(out, parts[0][0].state_dict(), parts[0][1], [], rows, card=card, replace=True,
-                                 extra=extra)
+            path = write_run_dir(out, parts[0].model.state_dict(), parts[0].record, parts[0].curve, rows, card=card,
+                                 replace=True, extra=extra)
         else:
             from automel.ensemble import write_ensemble_dir
 
-            path = write_ensemble_dir(out, [(m.state_dict(), r, i) for m, r, i in parts],
-                                      [p[2]["weight"] for p in parts], rows, card=card, replace=True, extra=extra,
-                                      result=ensemble)
+            path = write_ensemble_dir(out, [(p.model.state_dict(), p.record, p.info) for p in parts],
+                                      [p.info["weight"] for p in parts], rows, card=card, replace=True, extra=extra,
+                                      result=ensemble, metrics=[p.curve for p in parts])
         staged.install(path)
-    return FinishResult(path, kind, described, ensemble)
+    return FinishResult(path, kind, described, ensemble, adaptation=adaptation)
 
 
-def _parts(members: list[Member], fitted: list[Fitted] | None) -> list[tuple[torch.nn.Module, RunRecord, dict]]:
-    """(model, record, info) per exported model: the refit models (seeds share their member's weight)."""
+def _parts(members: list[Member], fitted: list[Fitted] | None) -> list[Part]:
+    """One part per exported model: the refit models (seeds share their member's weight), else the trials'."""
     parts = []
     if fitted is None:
         for m in members:
             if m.model is None or m.record is None:
                 raise StudyError(f"trial {m.trial.number}'s weights were not kept; refit it instead")
-            parts.append((m.model, m.record, {"trial": m.trial.number, "weight": m.weight, "refit": False}))
+            parts.append(Part(m.model, m.record, {"trial": m.trial.number, "weight": m.weight, "refit": False}))
         return parts
     for f in fitted:
-        for model, record in f.models:
-            parts.append((model, record, {"trial": f.member.trial.number, "weight": f.member.weight / len(f.models),
-                                          "refit": "refit" in record.extra,
-                                          "seed": record.extra.get("refit", {}).get("seed")}))
+        curves = f.curves or [[] for _ in f.models]
+        for (model, record), curve in zip(f.models, curves, strict=True):
+            parts.append(Part(model, record, {"trial": f.member.trial.number, "weight": f.member.weight / len(f.models),
+                                              "refit": "refit" in record.extra,
+                                              "seed": record.extra.get("refit", {}).get("seed")}, curve))
     return parts
 
 
-def _ensemble_model(parts: list[tuple[torch.nn.Module, RunRecord, dict]]) -> torch.nn.Module:
+def _ensemble_model(parts: list[Part]) -> torch.nn.Module:
     from automel.ensemble import EnsembleModel
 
-    return EnsembleModel([p[0] for p in parts], [p[2]["weight"] for p in parts]).eval()
+    return EnsembleModel([p.model for p in parts], [p.info["weight"] for p in parts]).eval()

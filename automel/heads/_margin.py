@@ -94,6 +94,7 @@ class MarginHead(nn.Module):
         # Not persistent: it is schedule state, and a loaded model should start at the full margin.
         self.margin: Tensor
         self.register_buffer("margin", torch.tensor(float(margin)), persistent=False)
+        self.boost = 1.0  # a large-margin finish raises the full margin (automel.train.large_margin)
 
     def set_progress(self, progress: float) -> None:
         """Training is ``progress`` (0..1) done: the margin rises linearly to m at ``margin_warmup``."""
@@ -101,7 +102,11 @@ class MarginHead(nn.Module):
             value = self.max_margin
         else:
             value = self.max_margin * min(1.0, max(0.0, progress) / self.margin_warmup)
-        self.margin.fill_(value)
+        self.margin.fill_(value * self.boost)
+
+    def set_margin_boost(self, factor: float) -> None:
+        """Train from now on with ``factor`` times the full margin (a large-margin finish); 1 restores it."""
+        self.boost = float(factor)
 
     def cosine(self, embedding: Tensor) -> Tensor:
         """``cos(theta)`` between each (projected) embedding ``(B, P)`` and each class weight: ``(B, C)``, fp32."""

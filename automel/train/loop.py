@@ -33,6 +33,7 @@ from automel.train.device import (
     prepare_device,
     release_memory,
 )
+from automel.train.large_margin import MARGIN_SCALE, LargeMarginFinish, boost_margin
 from automel.train.schedule import Schedule, cosine_factor
 
 ANNEALED = 0.01  # a run whose last rate is at most this share of the peak ended annealed
@@ -62,6 +63,7 @@ class TrainResult:
     final_lr: float = 0.0  # the rate of the last step
     annealed: bool = False  # the last step's rate was at most 1 % of the peak
     averaging: dict[str, Any] | None = None  # the tail average, when one was made (see _finish_average)
+    large_margin: dict[str, Any] | None = None  # the large-margin finish, when the run reached it
 
 
 def lr_lambda(steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -90,6 +92,7 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
                                   fused=True if device.type in ("cpu", "cuda") else None)
     schedule = Schedule(optimizer, settings.steps, params.warmup_for(settings.steps), settings.deadline)
     average = TailAverage(model, settings.average) if settings.average > 1 and settings.steps >= MIN_STEPS else None
+    finish = LargeMarginFinish(settings.large_margin, params.segment_len)
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     batches = RandomCrops(store, split.train, params.batch_size, params.segment_len, seed=settings.seed)
@@ -104,8 +107,12 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
     for step in range(1, settings.steps + 1):
         batch = next(batches)
         batch.x = augment(batch.x, batch.mask)
-        _set_progress(model, step / settings.steps)
         schedule.set_step(step - 1)
+        if finish.due(schedule.progress):  # longer crops from here on (the next batch), and a larger margin
+            batches = RandomCrops(store, split.train, params.batch_size, finish.segment, seed=settings.seed + 2)
+            result.large_margin = {"from_step": step + 1, "segment_len": finish.segment,
+                                   "margin_heads": boost_margin(model, MARGIN_SCALE)}
+        _set_progress(model, step / settings.steps)
         loss, hits = trainer.step(batch)
         if average is not None:
             average.offer(schedule.progress)
@@ -147,6 +154,8 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
         result.steps = step
         if last:
             break
+    if finish.started:
+        boost_margin(model, 1.0)  # the model leaves with its own margin (inference ignores it anyway)
     result.schedule, result.final_lr = ("clock" if schedule.by_clock else "steps"), schedule.last_lr()
     result.annealed = schedule.factor <= ANNEALED
     if not settings.validate:  # a refit on all labelled data: no held-out score, keep the last weights

@@ -99,6 +99,8 @@ def schedule_record(result: TrainResult) -> dict[str, Any]:
                               "final_lr": result.final_lr, "annealed": result.annealed}
     if result.averaging is not None:
         record["averaging"] = result.averaging
+    if result.large_margin is not None:
+        record["large_margin"] = result.large_margin
     return record
 
 

@@ -84,6 +84,8 @@ def test_time_limited_search_refits_on_all_data_and_accounts_for_its_budget(
     labelled = sum(len(u) for u in metadata["speakers"].values())
     assert refit["data"] == "train+valid" and refit["utterances"] == labelled
     assert config["split"]["valid"] == [] and refit["held_out_score"] is None
+    # the refit's schedule ended annealed, by steps or by the clock, and says what was planned and what ran
+    assert refit["annealed"] and refit["schedule"] in ("steps", "clock") and refit["steps"] <= refit["planned_steps"]
     info = json.loads((best / "export.json").read_text())
     assert info["kind"] == "refit" and refit["trial"] == info["members"][0]["trial"]
     card = (best / "README.md").read_text()
@@ -121,6 +123,25 @@ def searched(searched_home: Path, isolated_home: Path) -> Path:
     """A copy of that study in the test's own home (tests refit and re-export it); its export folder."""
     shutil.copytree(searched_home, isolated_home, dirs_exist_ok=True)
     return isolated_home / "s" / "best"
+
+
+def test_the_export_adapts_to_the_test_utterances_and_records_it(cli: CliRunner, searched: Path,
+                                                                  isolated_home: Path) -> None:
+    info = json.loads((searched / "export.json").read_text())
+    adaptation = info["adaptation"]
+    assert adaptation["mode"] == "test" and adaptation["utterances"] == 48 and adaptation["skipped"] is None
+    assert json.loads((searched / "config.json").read_text())["adaptation"] == adaptation
+    assert "## Adaptation" in (searched / "README.md").read_text()
+    # the weights stay as trained: predict --adapt none is the trial itself, auto adapts again like the export
+    code, _, stderr = run(cli, "predict", searched, "--out", isolated_home / "auto.csv", "--device", "cpu")
+    assert code == 0 and "test utterances" in stderr
+    assert (isolated_home / "auto.csv").read_text() == (searched / "output.csv").read_text()
+    # an export without adaptation records none, and a bad value is refused before any work
+    code, _, stderr = run(cli, "export", "--study", "s", "--adapt", "none", "--out", isolated_home / "plain")
+    assert code == 0, stderr
+    assert "adaptation" not in json.loads((isolated_home / "plain" / "export.json").read_text())
+    code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 10, "--adapt", "nowhere")
+    assert code == 2 and "--adapt 'nowhere'" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_no_refit_exports_the_best_trial(searched: Path, isolated_home: Path) -> None:
