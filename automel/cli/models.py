@@ -49,6 +49,10 @@ def train(
     deterministic: DeterministicOption = False,
     noise: NoiseOption = None,
     rir: RirOption = None,
+    large_margin: Annotated[float, typer.Option("--large-margin", min=0.0, max=0.9,
+        help="Fraction of the run, at its end, trained on longer crops with a larger margin (0: none).")] = 0.0,
+    average: Annotated[int, typer.Option("--average", min=0,
+        help="Snapshots of the schedule's tail to average (kept where validation says it helps; 0: none).")] = 8,
     home: HomeOption = None,
 ) -> None:
     """Train one model and write a run directory (weights, config, metrics, output.csv)."""
@@ -68,7 +72,7 @@ def train(
     steps = steps or (DEFAULT_STEPS if limit_s is None else TIMED_MAX_STEPS)
     deadline = None if limit_s is None else started + limit_s - finish_reserve_s(limit_s)
     settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, compile=compile_model,
-                           deterministic=deterministic, deadline=deadline)
+                           deterministic=deterministic, deadline=deadline, large_margin=large_margin, average=average)
     torch_device = select_device(device)
     root = resolve_data(data, home)
     work = open_workspace(root, resolve_home(home), split_seed=seed)

@@ -223,7 +223,8 @@ class EcapaTdnn(EncoderPlugin):
             "head.aam-softmax.margin": 0.2,
             "train.lr": 2e-3, "train.warmup": 0.1, "train.batch_size": by_scale(32, 64),
             "train.segment_len": by_scale(128, 192), "train.weight_decay": 1e-3, "train.normalize": "global",
-            "train.specaugment": "light", "train.channel_aug": "light",
+            "train.specaugment": "light", "train.channel_aug": "light", "train.noise_aug": "light",
+            "train.reverb_aug": "light",
         }]
 
     @classmethod
