@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from automel.errors import ConfigError
 from automel.normalize import FeatureNorm
+from automel.runs import ADAPTATION
 from automel.train.averaging import reestimate_batchnorm
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 ADAPT_MODES = ("none", "test")  # or the path of a folder of unlabelled target data
 DEFAULT_SEARCH_ADAPT = "test"  # what a search's export does by default (see README: Adaptation)
 MIN_UTTERANCES = 8  # fewer say too little about a channel; the model is left as it is
-ADAPTATION = "adaptation"  # the key in config.json's ``extra`` and in export.json
 
 Batches = Callable[[], Iterable[tuple[Tensor, Tensor]]]  # a fresh pass of (x (B,T,F), mask (B,T)) each call
 

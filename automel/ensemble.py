@@ -32,6 +32,7 @@ from automel.errors import ConfigError
 from automel.files import atomic_folder
 from automel.layers import unpadded
 from automel.runs import (
+    ADAPTATION,
     CARD,
     CONFIG,
     ENSEMBLE,
@@ -299,9 +300,10 @@ def read_ensemble(path: Path) -> tuple[RunRecord, list[tuple[Path, float]]]:
         records.append(record)
     info = [{**e, "weight": w, "params": r.params} for e, (_, w), r in zip(entries, members, records, strict=True)]
     first = records[0]
+    adapted = {ADAPTATION: first.extra[ADAPTATION]} if ADAPTATION in first.extra else {}  # the members share it
     record = RunRecord(dict(first.params), first.n_mels, first.speakers, dict(first.dataset),
                        dict(result),
-                       {"ensemble": {"format": ENSEMBLE_FORMAT, "members": info}})
+                       {"ensemble": {"format": ENSEMBLE_FORMAT, "members": info}, **adapted})
     return record, members
 
 

@@ -29,6 +29,7 @@ from automel.files import atomic_folder, owner, sweep_leftovers
 
 FORMAT = "automel-run/1"
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.jsonl"
+ADAPTATION = "adaptation"  # config.json's record of what the model adapts to (automel.adapt)
 SUBMISSION, CARD = "output.csv", "README.md"
 ENSEMBLE = "ensemble.json"  # marks an ensemble folder (see automel.ensemble)
 OVERHEAD = 1 << 18  # bytes beyond the weights that a run directory may need (JSON, card, submission)
