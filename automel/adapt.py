@@ -68,8 +68,8 @@ def adapt_model(model: nn.Module, batches: Batches, utterances: int, mode: str, 
     norms = [m for m in model.modules() if isinstance(m, FeatureNorm) and m.mode == "global"]
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if utterances < MIN_UTTERANCES:
-        return Adaptation(mode, data, utterances, 0, 0,
-                          skipped=f"{utterances} utterances are too few (at least {MIN_UTTERANCES})")
+        why = "there are none" if utterances == 0 else f"{utterances} utterances are too few"
+        return Adaptation(mode, data, utterances, 0, 0, skipped=f"{why} (at least {MIN_UTTERANCES} are needed)")
     if not norms and not layers:
         return Adaptation(mode, data, utterances, 0, 0, skipped="the model has no statistics to adapt")
     if norms:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from automel.adapt import MIN_UTTERANCES, adapt_model, check_adapt, recorded_mode, target_stats
+from automel.adapt import MIN_UTTERANCES, adapt_model, check_adapt, describe, recorded_mode, target_stats
 from automel.errors import ConfigError
 from automel.normalize import FeatureNorm
 from automel.score import score_submission
@@ -61,6 +61,8 @@ def test_too_few_utterances_or_nothing_to_adapt_leave_the_model_alone() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     few = adapt_model(model, lambda: iter(_target(4, 7.0)), MIN_UTTERANCES - 1, "test", "a few")
     assert not few.changed and "too few" in (few.skipped or "")
+    none = adapt_model(model, lambda: iter([]), 0, "test", "the 0 test utterances of D")
+    assert describe(none) == "no adaptation to the 0 test utterances of D: there are none (at least 8 are needed)"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     plain = adapt_model(nn.Linear(4, 4), lambda: iter(_target(16, 0.0)), 16, "test", "x")
     assert not plain.changed and plain.skipped == "the model has no statistics to adapt"

@@ -102,6 +102,10 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     with exclusive(target.parent / ".export.lock"):  # never two exports into one folder at once
         result = _export(study, work, members, fitted, target, ensemble if len(members) > 1 else None,
                          device, options, home)
+    if result.adaptation is not None:
+        from automel.adapt import Adaptation, describe
+
+        note(describe(Adaptation(**result.adaptation)))  # what the submission was adapted to, or why not
     marks.append(time.monotonic())
     phases = zip(("ensemble", "refit", "export"), marks[:-1], marks[1:], strict=True)
     result.timings = {phase: round(b - a, 3) for phase, a, b in phases}

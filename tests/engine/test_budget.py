@@ -142,6 +142,11 @@ def test_the_export_adapts_to_the_test_utterances_and_records_it(cli: CliRunner,
     assert "adaptation" not in json.loads((isolated_home / "plain" / "export.json").read_text())
     code, _, stderr = run(cli, "refit", "--study", "s", "--steps", 10, "--adapt", "nowhere")
     assert code == 2 and "--adapt 'nowhere'" in stderr and len(stderr.strip().splitlines()) == 1
+    # a refit says what its submission was adapted to
+    code, stdout, stderr = run(cli, "refit", "--study", "s", "--steps", 10, "--device", "cpu")
+    assert code == 0, stderr
+    assert "BatchNorm layers' statistics to the 48 test utterances" in stdout or \
+        "adapted feature statistics to the 48 test utterances" in stdout
 
 
 def test_no_refit_exports_the_best_trial(searched: Path, isolated_home: Path) -> None:
