@@ -98,8 +98,9 @@ def parse_model(text: str) -> Arm:
     if not sep:
         name = export.resolve().parent.name if export.name == "best" else export.name
     _check_name(name, "--model")
-    if not (export / "config.json").is_file():
-        raise UsageError(f"--model {text}: {export} is not a run directory or export (no config.json)")
+    if not (export / "config.json").is_file() and not (export / "ensemble.json").is_file():
+        raise UsageError(f"--model {text}: {export} is not a run directory or export "
+                         "(no config.json or ensemble.json)")
     return Arm(name, "model", export=export.resolve())
 
 
@@ -162,7 +163,8 @@ def train_arm(arm: Arm, automel: Path, clean: Path, arm_dir: Path) -> dict[str, 
     if arm.kind == "train":
         export = arm_dir / "run"
     else:
-        exports = sorted((p.parent for p in home.glob("*/best/config.json")), key=lambda p: p.stat().st_mtime)
+        # export.json is in every export: one model (config.json) or an ensemble (ensemble.json)
+        exports = sorted((p.parent for p in home.glob("*/best/export.json")), key=lambda p: p.stat().st_mtime)
         if not exports:
             record["error"] = f"automel search left no <study>/best export in {home}"
             return record
