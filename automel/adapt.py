@@ -199,13 +199,9 @@ def adapt_export(model: nn.Module, record: Any, store: FeatureStore, adapt: str,
 
     if adapt == "none":
         return None, model
-    if adapt == "test":
-        test = store.test_indices()
-        copy = copy_module(model)
-        done = adapt_to_store(copy, store, test, "test", f"the {len(test)} test utterances of {store.dataset.root}",
-                              device)
-        return done.to_json(), copy
-    done = adapt_to_folder(model, Path(adapt), store.n_mels, home, device,
-                           SpeakerInference(model, record, "the export").features)
-    model.cpu()
-    return done.to_json(), model
+    target = copy_module(model) if adapt == "test" else model
+    done = adapt_for_prediction(target, {}, store, adapt, home, device,
+                                SpeakerInference(target, record, "the export").features)
+    assert done is not None, "a mode other than none always adapts or says why not"
+    target.cpu()  # the export's weights are saved from here; predicting moves the model where it runs
+    return done.to_json(), target
