@@ -29,19 +29,27 @@ def leaderboard(study: optuna.Study, top: int = 5) -> Table:
     rows = leaderboard_rows(study, top)
     sized = any(row.n_params is not None for row in rows)
     timed = any(row.latency_ms is not None for row in rows)
+    robust = any(row.valid_acc_shifted is not None for row in rows)  # objective robust: the value is the mean
     table = Table(title="Leaderboard", title_justify="left")
-    columns = ["#", "encoder", "pooling", "head", "key parameters", "valid acc", "steps", "time"]
+    columns = ["#", "encoder", "pooling", "head", "key parameters", "valid acc"]
+    columns += ["clean", "shifted"] if robust else []
+    columns += ["steps", "time"]
     columns += ["params", "pareto"] if sized else []
     columns += ["ms/3 s"] if timed else []
     for column in columns:
         table.add_column(column)
     for row in rows:
-        cells = [str(row.trial), row.encoder, row.pooling, row.head, row.key_params(), f"{row.valid_acc:.2%}",
-                 str(row.steps if row.steps is not None else ""), f"{row.seconds or 0:.0f} s"]
+        cells = [str(row.trial), row.encoder, row.pooling, row.head, row.key_params(), f"{row.valid_acc:.2%}"]
+        cells += [_percent(row.valid_acc_clean), _percent(row.valid_acc_shifted)] if robust else []
+        cells += [str(row.steps if row.steps is not None else ""), f"{row.seconds or 0:.0f} s"]
         cells += [format_size(row.n_params), "*" if row.pareto else ""] if sized else []
         cells += [f"{row.latency_ms:.1f}" if row.latency_ms is not None else ""] if timed else []
         table.add_row(*cells)
     return table
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
 
 
 class LiveView:

@@ -28,6 +28,10 @@ class Split:
         return {"seed": self.seed, "valid_fraction": self.valid_fraction,
                 "valid": sorted(paths[i] for i in self.valid.tolist())}
 
+    def unvalidated(self, labels: np.ndarray) -> np.ndarray:
+        """Speaker ids with labelled utterances but none in validation (a speaker with a single one)."""
+        return np.setdiff1d(np.unique(labels[labels >= 0]), np.unique(labels[self.valid]))
+
     @classmethod
     def from_json(cls, record: dict[str, Any], paths: tuple[str, ...], labels: np.ndarray) -> Split:
         """Rebuild a recorded split against a store; every recorded path must still be there."""

@@ -90,6 +90,7 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     if limits.active and (options.ensemble_size > 1 or options.refit_seeds > 1):
         note(f"one model, no ensemble or seed average: the study's limits ({limits.describe()}) are per model")
         options = dataclasses.replace(options, ensemble_size=1, refit_seeds=1)
+    _say_what_still_runs(study, note)
     work = study_workspace(study, home, data_root)
     marks = [time.monotonic()]
     members, scores = _choose_members(study, home, work, options, device, note, deadline)
@@ -110,6 +111,17 @@ def finish_study(study: optuna.Study, home: Path, options: FinishOptions, device
     phases = zip(("ensemble", "refit", "export"), marks[:-1], marks[1:], strict=True)
     result.timings = {phase: round(b - a, 3) for phase, a, b in phases}
     return result
+
+
+def _say_what_still_runs(study: optuna.Study, note: Note) -> None:
+    """A refit started while another process still runs trials on the study uses what is finished now."""
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if running:
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        note(f"trial{'s' if len(running) > 1 else ''} {', '.join(map(str, running))} of study "
+             f"'{study.study_name}' {'are' if len(running) > 1 else 'is'} still running (a search or worker is on "
+             f"it, or one was killed): this uses the {finished} complete trials there are now; run it again when "
+             f"the search ends")
 
 
 def _choose_members(study: optuna.Study, home: Path, work: Workspace, options: FinishOptions,

@@ -19,7 +19,7 @@ import optuna
 from automel.engine.budget import Clock, Quality, chance_stop, check_time_limit, step_planner
 from automel.engine.finish import FinishOptions, FinishResult, finish_study
 from automel.engine.record import append_budget_run
-from automel.engine.runner import OpenedSearch, SearchEvents, SearchOptions, open_search, run_trials
+from automel.engine.runner import OpenedSearch, SearchEvents, SearchOptions, open_search, run_trials, state_counts
 from automel.errors import Interrupted, StudyError
 from automel.train.device import select_device
 
@@ -94,8 +94,11 @@ def run_search_job(job: SearchJob, hooks: SearchHooks | None = None, clock: Cloc
     registry = default_registry()  # one registry for the whole search: calibration, space and trials
     planner = step_planner(clock, select_device(job.options.device), registry)
     opened = open_search(job.data, job.home, job.options, plan_steps=planner, registry=registry)
+    _say_who_is_not_validated(opened, hooks)
     interrupted, stopped_because = _run_trials(job, opened, hooks, clock.search_deadline())
     clock.record("search", clock.elapsed())
+    if not interrupted and stopped_because is None:
+        _say_why_the_search_ended(opened.study, job, hooks)
     hooks.on_search_end(opened.study, opened.url)
     if interrupted:
         raise Interrupted(RESUME)
@@ -119,11 +122,38 @@ def _run_trials(job: SearchJob, opened: OpenedSearch, hooks: SearchHooks, deadli
     return outcome.interrupted, outcome.stopped_because
 
 
+def _say_who_is_not_validated(opened: OpenedSearch, hooks: SearchHooks) -> None:
+    """Speakers with one labelled utterance train, but validation cannot score them: say which."""
+    store = opened.work.store
+    missing = opened.work.split.unvalidated(store.labels.numpy())
+    if len(missing):
+        names = [store.dataset.speakers[i] for i in missing.tolist()]
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        hooks.note(f"{len(names)} of {store.num_classes} speakers have a single labelled utterance and none in "
+                   f"validation ({listed}): they are trained on, and validation accuracy is over the others")
+
+
+def _say_why_the_search_ended(study: optuna.Study, job: SearchJob, hooks: SearchHooks) -> None:
+    """The time limit, not ``trials``, rules a search (as AutoGluon's ``time_limit``): when it ended the
+    search first, say after how many of the trials asked for, and say it loudly when none completed."""
+    counts = state_counts(study)
+    if counts["complete"] == 0:
+        hooks.note(f"no trial completed within the search's share of the {job.limit_s:.0f} s time limit "
+                   f"({counts['pruned']} pruned, {counts['fail']} failed); a longer time_limit or fewer workers "
+                   f"({job.workers} now) gives each trial more time")
+    elif counts["finished"] < job.options.trials:
+        hooks.note(f"the time limit ended the search after {counts['finished']} of the {job.options.trials} "
+                   f"trials asked for; the rest of the {job.limit_s:.0f} s goes to the ensemble, refit and export")
+
+
 def run_in_workers(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int, data_root: Path,
                    hooks: SearchHooks) -> bool:
     """Run the search in ``workers`` worker processes; True if interrupted. :class:`StudyError` if all failed."""
-    from automel.engine.parallel import last_line, launch_workers, wait_workers
+    from automel.engine.parallel import cap_workers, last_line, launch_workers, wait_workers
 
+    workers, capped = cap_workers(workers, options.device)
+    if capped:
+        hooks.aside(capped)
     started = launch_workers(opened, home, options, workers, data_root)
     where = ", ".join(sorted({w.device for w in started}))
     hooks.aside(f"{workers} workers on {where} ({started[0].threads} threads each); logs in {started[0].log.parent}")

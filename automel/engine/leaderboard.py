@@ -34,6 +34,9 @@ class LeaderboardRow:
     feasible: bool  # within the study's --max-params/--max-latency-ms
     pareto: bool  # on the accuracy × size front
     config: dict[str, Any] = field(default_factory=dict)
+    # A study judged by objective="robust": ``valid_acc`` is the mean of these two (engine/objective.py).
+    valid_acc_clean: float | None = None
+    valid_acc_shifted: float | None = None
 
     def key_params(self) -> str:
         """``lr=1.0e-03  batch_size=32  segment_len=128``: the training parameters worth a glance."""
@@ -64,7 +67,12 @@ def _row(rank: int, trial: FrozenTrial, pareto: bool) -> LeaderboardRow:
         steps=attrs.get("steps"), seconds=float(seconds) if seconds is not None else None,
         n_params=int(size) if isinstance(size, int) else None,
         latency_ms=float(latency) if latency is not None else None,
-        feasible=is_feasible(trial), pareto=pareto, config=dict(params))
+        feasible=is_feasible(trial), pareto=pareto, config=dict(params),
+        valid_acc_clean=_score(attrs.get("valid_acc_clean")), valid_acc_shifted=_score(attrs.get("valid_acc_shifted")))
+
+
+def _score(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def front_rows(study: optuna.Study) -> list[LeaderboardRow]:
@@ -91,6 +99,9 @@ def trial_line(trial: FrozenTrial, finished: int, target: int, elapsed: float | 
         last = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
         value = trial.value if trial.value is not None else last
         fields = [f"valid {value:.2%}" if value is not None else "not validated"]
+        if "valid_acc_shifted" in trial.user_attrs:  # objective robust: the value is the mean of the two
+            fields[0] += (f" (clean {trial.user_attrs['valid_acc_clean']:.2%}, "
+                          f"shifted {trial.user_attrs['valid_acc_shifted']:.2%})")
         if "pruned_reason" in trial.user_attrs:
             fields.append(str(trial.user_attrs["pruned_reason"]))
     steps = trial.user_attrs.get("steps", trial.last_step)

@@ -25,24 +25,21 @@ from automel.engine.artifacts import save_trial_artifacts
 from automel.engine.banks import trial_banks
 from automel.engine.constraints import Constraints, measure_trial
 from automel.engine.cost import cost_guard
+from automel.engine.counting import SURPLUS_ATTR, SurplusTrial, covered_ahead
 from automel.engine.space import suggest_params
 from automel.errors import DiskError, Fatal, Terminated
 from automel.plugin import using_search_scale
 from automel.train.config import RunSettings
 from automel.train.device import release_memory, select_device
+from automel.train.loop import TrainResult
 from automel.train.run import train_run
 
 if TYPE_CHECKING:
     from automel.engine.artifacts import ArtifactStore
     from automel.engine.runner import OpenedSearch, SearchEvents, SearchOptions
 
-SURPLUS_ATTR = "surplus"
 TIME_LIMIT_REASON = "cut by the time limit"
 INTERRUPTED_REASON, TERMINATED_REASON = "interrupted by the user (Ctrl-C)", "terminated (SIGTERM)"
-
-
-class SurplusTrial(Exception):
-    """Raised inside a trial that a worker started after the study's target was already covered."""
 
 
 def validation_every(steps: int, pruner: str) -> int:
@@ -66,8 +63,6 @@ class TrialObjective:
         self.limits = Constraints.of_study(opened.study)  # a joining worker follows the study's limits
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from automel.engine.runner import covered_ahead
-
         if covered_ahead(self.opened.study, trial.number) >= self.options.trials:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial("not needed: the trials ahead of it already reach the study's target")
@@ -105,7 +100,7 @@ class TrialObjective:
         steps = self.opened.steps
         settings = RunSettings(steps=steps, valid_every=validation_every(steps, self.opened.pruner), seed=seed,
                                deadline=self.deadline, deterministic=self.options.deterministic,
-                               **trial_banks(trial, self.opened.study))
+                               objective=self.opened.objective, **trial_banks(trial, self.opened.study))
         n_mels = self.opened.work.store.n_mels
         guard = cost_guard(trial, steps, self.options.max_cost_ratio)
 
@@ -120,6 +115,7 @@ class TrialObjective:
         trial.set_user_attr("seconds", round(result.seconds, 2))
         trial.set_user_attr("train_seconds", round(result.seconds - result.validation_seconds, 2))
         trial.set_user_attr("best_step", result.best_step)
+        _record_scores(trial, result)
         if result.averaging is not None:  # the refit averages its tail only where this says it won here
             trial.set_user_attr("averaging", result.averaging)
         if result.stopped_by_deadline:
@@ -137,6 +133,16 @@ class TrialObjective:
             if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
                 return Path(url[len(prefix):])
         return None
+
+
+def _record_scores(trial: optuna.Trial, result: TrainResult) -> None:
+    """A robust objective's two halves at the best step (``valid_acc_clean``/``_shifted``), for the leaderboard."""
+    rows = [row for row in result.history if int(row["step"]) == result.best_step and "valid_acc_clean" in row]
+    if result.averaging and result.averaging.get("used") and "valid_acc_clean" in result.averaging:
+        rows = [result.averaging]  # the tail average replaced the best step's weights
+    for key in ("valid_acc_clean", "valid_acc_shifted"):
+        if rows:
+            trial.set_user_attr(key, round(float(rows[-1][key]), 6))
 
 
 class DiskReserve:

@@ -91,6 +91,26 @@ def check_frozen(study: optuna.Study, frozen: dict[str, Any]) -> None:
                              f"not {_short(value)}; use another --study name for a different search")
 
 
+OBJECTIVE = "objective"  # what a trial's value measures: clean, or robust (train/shift.py); frozen
+DEFAULT_OBJECTIVE = "clean"
+
+
+def settle_objective(study: optuna.Study, wanted: str | None) -> str:
+    """The objective ``study`` judges trials by: ``wanted`` (default :data:`DEFAULT_OBJECTIVE`) for a new
+    study; an existing one keeps its own (a study from before objectives existed is ``clean``).
+
+    :class:`StudyError` when ``wanted`` differs: trials scored otherwise cannot be ranked together.
+    """
+    stored = study.user_attrs.get(OBJECTIVE)
+    if stored is None:
+        stored = DEFAULT_OBJECTIVE if study.get_trials(deepcopy=False) else (wanted or DEFAULT_OBJECTIVE)
+        study.set_user_attr(OBJECTIVE, stored)
+    if wanted is not None and wanted != stored:
+        raise StudyError(f"study '{study.study_name}' judges its trials by the {stored} objective, not {wanted}; "
+                         f"use another study name for a search judged by {wanted}")
+    return str(stored)
+
+
 def append_budget_run(study: optuna.Study, entry: dict[str, Any]) -> None:
     """Add one command's budget accounting to the study (kept for ``automel show`` and the tests)."""
     runs = list(study.user_attrs.get(BUDGET_LOG, []))

@@ -7,11 +7,12 @@ FAIL with its reason in ``fail_reason`` and the search goes on.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from automel.engine.artifacts import artifact_store, trim_weights
 from automel.engine.banks import record_banks
 from automel.engine.constraints import Constraints, settle_constraints
 from automel.engine.cost import MAX_COST_RATIO
-from automel.engine.objective import SURPLUS_ATTR, TrialObjective
-from automel.engine.record import DatasetRef, EngineRecord, StudyRecord, check_frozen
+from automel.engine.counting import FINISHED, is_surplus, state_counts
+from automel.engine.objective import TrialObjective
+from automel.engine.record import DatasetRef, EngineRecord, StudyRecord, check_frozen, settle_objective
 from automel.engine.space import SearchSpace, make_space
 from automel.engine.study import (
     GRACE_PERIOD,
@@ -40,13 +42,13 @@ from automel.engine.study import (
     open_storage,
     study_name_for,
 )
-from automel.errors import PluginError, StudyError
+from automel.errors import ConfigError, DataError, PluginError, StudyError
 from automel.home import check_study_name
 from automel.registry import Registry, default_registry
 from automel.train.device import select_device
 from automel.train.run import Workspace, open_workspace
+from automel.train.shift import OBJECTIVES
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CPU_STEPS, CUDA_STEPS = 200, 2000  # the last rung when neither --steps-per-trial nor a time limit sizes it
 MAX_CONSECUTIVE_FAILURES = 5
 WAIT_POLL_S = 2.0  # how often a worker with nothing to run looks at the study again
@@ -78,6 +80,7 @@ class SearchOptions:
     noise: Path | None = None  # --noise DIR: a noise bank for train.noise_aug (automel.engine.banks)
     rir: Path | None = None  # --rir DIR: recorded impulse responses for train.reverb_aug
     max_cost_ratio: float | None = MAX_COST_RATIO  # prune a trial this many times slower per step (engine/cost.py)
+    objective: str | None = None  # clean | robust (train/shift.py); None: the study's own, else clean
 
 
 @dataclass
@@ -107,20 +110,6 @@ class Action(enum.Enum):
     STOP = "stop"
 
 
-def is_surplus(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(SURPLUS_ATTR))
-
-
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state; surplus trials (started by a worker after the target was met) count as skipped."""
-    counts = {s.name.lower(): 0 for s in TrialState}
-    counts["skipped"] = 0
-    for trial in study.get_trials(deepcopy=False):
-        counts["skipped" if is_surplus(trial) else trial.state.name.lower()] += 1
-    counts["finished"] = counts["complete"] + counts["pruned"]
-    return counts
-
-
 @dataclass
 class OpenedSearch:
     """A study ready to run: its data, its frozen space, and the budget and scale it was created with.
@@ -136,6 +125,7 @@ class OpenedSearch:
     scale: str
     pruner: str = "asha"
     registry: Registry = field(default_factory=default_registry)
+    objective: str = "clean"  # what trial values measure (engine/record.py settle_objective)
 
 
 # Sizes the last rung of a new study (from the time limit): (workspace, space, scale) -> steps.
@@ -157,6 +147,8 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
     scale = "cpu" if device.type == "cpu" else "gpu"
     make_pruner(options.pruner, CPU_STEPS)  # validates the names; the real ones are made in attach_study
     make_sampler(options.sampler, options.seed)
+    if options.objective is not None and options.objective not in OBJECTIVES:
+        raise ConfigError(f"objective {options.objective!r} is not one of: {', '.join(OBJECTIVES)}")
     if options.study is not None:
         check_study_name(options.study)
     if options.storage is not None:
@@ -168,10 +160,15 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
         _check_existing_space(root, home, options, registry)  # a resumed study says which plugin *it* needs
         raise
     work = open_workspace(root, home, split_seed=options.seed)
+    if work.scored_on != "valid":
+        raise DataError(f"{root}: every speaker has a single labelled utterance, so none is left to validate "
+                        f"on; a search ranks trials on validation accuracy (one model can still be trained, scored "
+                        f"on its training utterances)")
     name = options.study or study_name_for(work.store.dataset.name)
     url = options.storage or default_storage(home, name)
     study = attach_study(url, name, options, options.steps_per_trial or CPU_STEPS, create=True)
     settle_constraints(study, options.constraints)
+    objective = settle_objective(study, options.objective)
     space = requested
     if "space" in study.user_attrs:  # an existing study: its space, split and scale are fixed
         space = SearchSpace.from_json(study.user_attrs["space"])
@@ -197,7 +194,7 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
         from automel.engine.portfolio import enqueue_portfolio
 
         enqueue_portfolio(study, space, scale, registry)
-    return OpenedSearch(study, work, space, url, steps, scale, options.pruner, registry)
+    return OpenedSearch(study, work, space, url, steps, scale, options.pruner, registry, objective)
 
 
 def _steps_for(study: optuna.Study, options: SearchOptions, device_type: str, planned: Callable[[], int | None]
@@ -255,7 +252,16 @@ class _HideSurplus(logging.Filter):
         return "SurplusTrial" not in record.getMessage()
 
 
-optuna.logging.get_logger("optuna.study._optimize").addFilter(_HideSurplus())
+@contextlib.contextmanager
+def _surplus_hidden() -> Iterator[None]:
+    """The filter on Optuna's logger for the trials' duration only: a process that imports automel keeps
+    Optuna's logging as it was."""
+    logger, hide = optuna.logging.get_logger("optuna.study._optimize"), _HideSurplus()
+    logger.addFilter(hide)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hide)
 
 
 def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events: SearchEvents | None = None,
@@ -289,29 +295,30 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
             outcome.finished_here += 1
         events.on_trial_end(study, trial)
 
-    failures_in_a_row = 0
-    try:
-        while (action := next_action(study, options, outcome, deadline)) is not Action.STOP:
-            outcome.stopped_because = stop_early(study) if stop_early is not None else None
-            if outcome.stopped_because is not None:
-                break
-            if action is Action.WAIT:
-                _fail_stale(study)
-                time.sleep(WAIT_POLL_S)
-                continue
-            try:
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
-            except ValueError as exc:
-                if "Cannot tell a" not in str(exc):
-                    raise
-                # Another worker took this trial for dead (its heartbeats came too late), failed it and
-                # queued a retry; the retry counts, this run does not.
-                failed.append(TAKEN_OVER)
-            failures_in_a_row = failures_in_a_row + 1 if failed and failed[-1] is not None else 0
-            if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-                raise StudyError(f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row; last: {failed[-1]}")
-    except KeyboardInterrupt:
-        outcome.interrupted = True
+    with _surplus_hidden():  # Optuna's logger filtered while the trials run, not for the process
+        failures_in_a_row = 0
+        try:
+            while (action := next_action(study, options, outcome, deadline)) is not Action.STOP:
+                outcome.stopped_because = stop_early(study) if stop_early is not None else None
+                if outcome.stopped_because is not None:
+                    break
+                if action is Action.WAIT:
+                    _fail_stale(study)
+                    time.sleep(WAIT_POLL_S)
+                    continue
+                try:
+                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
+                except ValueError as exc:
+                    if "Cannot tell a" not in str(exc):
+                        raise
+                    # Another worker took this trial for dead (its heartbeats came too late), failed it and
+                    # queued a retry; the retry counts, this run does not.
+                    failed.append(TAKEN_OVER)
+                failures_in_a_row = failures_in_a_row + 1 if failed and failed[-1] is not None else 0
+                if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+                    raise StudyError(f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row; last: {failed[-1]}")
+        except KeyboardInterrupt:
+            outcome.interrupted = True
     outcome.counts = state_counts(study)
     return outcome
 
@@ -331,12 +338,6 @@ def next_action(study: optuna.Study, options: SearchOptions, outcome: SearchOutc
     if counts["waiting"] == 0 and counts["finished"] + counts["running"] >= options.trials:
         return Action.WAIT
     return Action.RUN
-
-
-def covered_ahead(study: optuna.Study, number: int) -> int:
-    """Trials numbered before ``number`` that finished or may still finish (running or queued)."""
-    alive = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and t.state in alive)
 
 
 def _fail_stale(study: optuna.Study) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from automel.data.augment import LEVELS as AUGMENT_LEVELS
 from automel.errors import ConfigError
 from automel.normalize import DEFAULT_NORMALIZE, NORMALIZE_MODES
+from automel.train.shift import OBJECTIVES
 
 PREFIX = "train."
 
@@ -110,11 +111,14 @@ class RunSettings:
     average: int = 8
     average_trusted: bool = False
     large_margin: float = 0.0  # the last fraction of the run is a large-margin finish (train/large_margin.py)
+    objective: str = "clean"  # "robust": validation also scores shifted copies (train/shift.py)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.valid_every < 1 or self.log_every < 1:
             raise ConfigError("steps, valid_every and log_every must be positive")
         if not 0.0 <= self.large_margin < 1.0:
             raise ConfigError(f"large_margin = {self.large_margin} must be a fraction of the run in [0, 1)")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective = {self.objective!r} must be one of: {', '.join(OBJECTIVES)}")
         if self.average < 0:
             raise ConfigError(f"average = {self.average} must be 0 (off) or a number of snapshots")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from automel.data.augment import Augmenter
 from automel.data.batching import Batch, RandomCrops, full_length_batches
@@ -35,6 +36,7 @@ from automel.train.device import (
 )
 from automel.train.large_margin import MARGIN_SCALE, LargeMarginFinish, boost_margin
 from automel.train.schedule import Schedule, cosine_factor
+from automel.train.shift import shifted
 
 ANNEALED = 0.01  # a run whose last rate is at most this share of the peak ended annealed
 
@@ -43,6 +45,9 @@ Callback = Callable[[int, dict[str, float]], bool]
 
 
 ProgressHook = Callable[[int, dict[str, float]], None]
+
+# Changes a validation batch's features ``(x (B, T, F), mask (B, T), batch number) -> x``.
+Transform = Callable[[Tensor, Tensor, int], Tensor]
 
 
 @dataclass
@@ -135,7 +140,7 @@ def _fit(model: torch.nn.Module, store: FeatureStore, split: Split, params: Trai
         window_losses, correct, seen = [], torch.zeros((), device=device), 0
         if (step % settings.valid_every == 0 or last) and settings.validate:
             validation_started = time.perf_counter()
-            metrics.update(_validate(model, store, split, device, amp_dtype))
+            metrics.update(_validate(model, store, split, device, amp_dtype, settings.objective))
             result.validation_seconds += time.perf_counter() - validation_started
             _keep_best(result, model, step, metrics["valid_acc"])
             result.history.append(metrics)
@@ -191,10 +196,11 @@ def _finish_average(result: TrainResult, average: TailAverage, progress: float, 
     state = {k: v.detach().to("cpu", copy=True) for k, v in averaged.state_dict().items()}
     if settings.validate and result.history:
         last = result.history[-1]
-        scored = _validate(averaged, store, split, device, amp_dtype)
+        scored = _validate(averaged, store, split, device, amp_dtype, settings.objective)
         wins = (scored["valid_acc"], -scored["valid_loss"]) > (last["valid_acc"], -last["valid_loss"])
         info.update(valid_acc=scored["valid_acc"], valid_loss=scored["valid_loss"], last_valid_acc=last["valid_acc"],
-                    last_valid_loss=last["valid_loss"], wins=wins, used=scored["valid_acc"] > result.best_valid_acc)
+                    last_valid_loss=last["valid_loss"], wins=wins, used=scored["valid_acc"] > result.best_valid_acc,
+                    **{k: v for k, v in scored.items() if k.startswith("valid_acc_")})
         if info["used"]:
             result.best_valid_acc, result.best_state = scored["valid_acc"], state
     elif not settings.validate:
@@ -259,12 +265,17 @@ def _keep_best(result: TrainResult, model: torch.nn.Module, step: int, valid_acc
 
 
 def _validate(model: torch.nn.Module, store: FeatureStore, split: Split, device: torch.device,
-              amp_dtype: torch.dtype | None) -> dict[str, float]:
-    if len(split.valid) == 0:  # a data set with one utterance per speaker: fall back to training data
-        acc, loss = evaluate(model, store, split.train, device, amp_dtype)
-    else:
-        acc, loss = evaluate(model, store, split.valid, device, amp_dtype)
-    return {"valid_acc": acc, "valid_loss": loss}
+              amp_dtype: torch.dtype | None, objective: str = "clean") -> dict[str, float]:
+    """``valid_acc``/``valid_loss``; with ``objective="robust"`` the mean of the clean scores and those on
+    shifted copies (:mod:`automel.train.shift`), each also given on its own (``valid_acc_clean`` ...)."""
+    # A data set with one utterance per speaker has no validation utterances: fall back to training data.
+    indices = split.valid if len(split.valid) else split.train
+    acc, loss = evaluate(model, store, indices, device, amp_dtype)
+    if objective != "robust":
+        return {"valid_acc": acc, "valid_loss": loss}
+    shifted_acc, shifted_loss = evaluate(model, store, indices, device, amp_dtype, transform=shifted)
+    return {"valid_acc": (acc + shifted_acc) / 2, "valid_loss": (loss + shifted_loss) / 2,
+            "valid_acc_clean": acc, "valid_acc_shifted": shifted_acc}
 
 
 def eval_batches(store: FeatureStore, indices: np.ndarray, device: torch.device) -> Iterator[Batch]:
@@ -280,18 +291,20 @@ def eval_batches(store: FeatureStore, indices: np.ndarray, device: torch.device)
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, store: FeatureStore, indices: np.ndarray, device: torch.device,
-             amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
+             amp_dtype: torch.dtype | None = None, transform: Transform | None = None) -> tuple[float, float]:
     """Accuracy and mean cross-entropy on full-length utterances ``indices`` (deterministic).
 
+    ``transform(x, mask, batch_number)`` changes each batch's features first (a deterministic shift).
     Counts add up on the device; the host reads them once, at the end.
     """
     model.eval().to(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for batch in eval_batches(store, indices, device):
+    for number, batch in enumerate(eval_batches(store, indices, device)):
+        x = batch.x if transform is None else transform(batch.x, batch.mask, number)
         with unpadded(batch.mask, not batch.padded), autocast(device, amp_dtype):
-            logits = model(batch.x, batch.mask).float()
+            logits = model(x, batch.mask).float()
         correct += (logits.argmax(-1) == batch.labels).sum()
         total_loss += F.cross_entropy(logits, batch.labels, reduction="sum").double()
         count += len(batch.labels)

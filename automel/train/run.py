@@ -13,6 +13,7 @@ import torch
 
 from automel.data.split import Split, stratified_split
 from automel.data.store import FeatureStore, StoreDtype, open_store
+from automel.errors import DataError
 from automel.normalize import FeatureNorm
 from automel.registry import Registry
 from automel.runs import RunRecord, submission_rows, versions
@@ -21,6 +22,7 @@ from automel.train.device import autocast_dtype, select_device
 from automel.train.loop import Callback, ProgressHook, TrainResult, fit, predict
 
 VALID_FRACTION = 0.1
+MIN_SPEAKERS = 2
 
 
 @dataclass
@@ -35,6 +37,11 @@ class Workspace:
         """Per-mel mean and std of the training split, computed once for all the trials of a search."""
         return self.store.feature_stats(self.split.train)
 
+    @property
+    def scored_on(self) -> str:
+        """What ``valid_acc`` is measured on: ``valid``, or ``train`` when every speaker has one utterance."""
+        return "valid" if len(self.split.valid) else "train"
+
     def dataset_info(self) -> dict[str, Any]:
         ds = self.store.dataset
         return {"root": str(ds.root), "name": ds.name, "kind": ds.kind, "fingerprint": self.store.content_id,
@@ -46,12 +53,23 @@ def open_workspace(root: Path, home: Path, split_seed: int = 0, split_record: Ma
                    dtype: StoreDtype = "float32") -> Workspace:
     """Open (and cache) the store of ``root``; reuse ``split_record`` when a study already fixed the split."""
     store = open_store(root, home, dtype)
+    check_speakers(store)
     labels = store.labels.numpy()
     if split_record is not None:
         split = Split.from_json(dict(split_record), store.paths, labels)
     else:
         split = stratified_split(labels, VALID_FRACTION, split_seed)
     return Workspace(store, split)
+
+
+def check_speakers(store: FeatureStore) -> None:
+    """:class:`DataError` for a data set with fewer than two speakers: its accuracy would be 100 % by
+    construction (every utterance is the one speaker's), a number that says nothing."""
+    speakers = store.dataset.speakers
+    if len(speakers) < MIN_SPEAKERS:
+        named = f" ({speakers[0]!r})" if speakers else ""
+        raise DataError(f"{store.dataset.root}: {len(speakers)} speaker{named}; a speaker classifier needs at least "
+                        f"{MIN_SPEAKERS} (its accuracy on one speaker is 100 % by construction)")
 
 
 def full_params(params: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
@@ -85,7 +103,8 @@ def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings,
     model.load_state_dict(result.best_state)
     record = RunRecord(
         params=full, n_mels=store.n_mels, speakers=store.dataset.speakers, dataset=work.dataset_info(),
-        result={"valid_acc": result.best_valid_acc, "best_step": result.best_step, "steps": result.steps,
+        result={"valid_acc": result.best_valid_acc, "scored_on": work.scored_on, "best_step": result.best_step,
+                "steps": result.steps,
                 "seconds": round(result.seconds, 3), **schedule_record(result)},
         extra={"split": work.split.to_json(store.paths), "settings": dataclasses.asdict(settings),
                "versions": versions()},
