@@ -48,7 +48,7 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
            max_params: int | None = None, max_latency_ms: float | None = None, deterministic: bool = False,
            create_dirs: bool = False, grace_period: int | None = None, progress: Callable[[str], None] | None = None,
            hooks: SearchHooks | None = None, adapt: str = "test", noise: PathLike | None = None,
-           rir: PathLike | None = None) -> SearchResult:
+           rir: PathLike | None = None, objective: str | None = None) -> SearchResult:
     """Search encoders, poolings, heads and their parameters within ``time_limit``; refit and export the best.
 
     ``data``: an HW4 data set folder (default: the embedded synthetic corpus, generated in ``home`` on first
@@ -60,6 +60,9 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     path adapts to the unlabelled data there (:mod:`automel.adapt`).
     ``noise``/``rir``: folders of noise recordings / room impulse responses that ``train.noise_aug`` /
     ``train.reverb_aug`` draw from, converted once with the data set's front end (:mod:`automel.engine.banks`).
+    ``objective``: ``"clean"`` ranks trials on validation accuracy; ``"robust"`` on the mean of that and
+    the accuracy on seeded copies of the validation utterances heard through another channel and in
+    drifting noise (:mod:`automel.train.shift`). Default: a new study's ``"clean"``, an old study's own.
     ``progress``: called with one line per phase and finished trial. ``hooks``: a user interface's own
     (the CLI's live view); it replaces ``progress``. Rerunning the same call resumes the study.
 
@@ -68,20 +71,22 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     Ctrl-C (the study is kept; run again to resume).
     """
     from automel.adapt import check_adapt
+    from automel.arguments import check_names, check_search_arguments
     from automel.data.augment.banks import check_folders
     from automel.data.synth import default_corpus
     from automel.engine.budget import DEFAULT_TIME_LIMIT_S, Clock, check_time_limit, parse_duration, quality_named
     from automel.engine.constraints import Constraints
     from automel.engine.job import SearchJob, run_search_job
     from automel.engine.runner import SearchOptions
+    from automel.engine.study import GRACE_PERIOD
     from automel.exporting import require_formats
     from automel.home import resolve_home
 
-    chosen_formats = require_formats(list(formats))  # a bad format fails now, not after the search
+    check_search_arguments(locals())  # every argument's type and range, before any work
+    chosen_formats = require_formats(check_names(formats, "formats"))  # a bad format fails now, not after the search
     check_adapt(adapt, "adapt")
     noise_dir, rir_dir = (Path(p) if p is not None else None for p in (noise, rir))
     check_folders(noise_dir, rir_dir)  # a missing or empty folder fails now, before the study is touched
-    _check_at_least(trials=(trials, 1), keep=(keep, 1), workers=(workers, 1), steps_per_trial=(steps_per_trial, 10))
     limit_s = DEFAULT_TIME_LIMIT_S if time_limit is None else parse_duration(str(time_limit), "time_limit")
     check_time_limit(limit_s)
     chosen = quality_named(quality)
@@ -91,7 +96,8 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
                             heads=_listed(heads), device=device, seed=seed, keep=keep, portfolio=portfolio,
                             deterministic=deterministic, create_dirs=create_dirs,
                             constraints=Constraints(max_params, max_latency_ms), noise=noise_dir, rir=rir_dir,
-                            **({"grace_period": grace_period} if grace_period is not None else {}))
+                            objective=objective,
+                            grace_period=GRACE_PERIOD if grace_period is None else grace_period)
     hooks = hooks or _progress_hooks(progress, trials)
     where = resolve_home(Path(home) if home is not None else None)
     root = Path(data) if data is not None else default_corpus(where, note=hooks.note)
@@ -114,13 +120,10 @@ def _optuna_warnings_only() -> Iterator[None]:
         optuna.logging.set_verbosity(previous)
 
 
-def _check_at_least(**values: tuple[int | None, int]) -> None:
-    """:class:`ConfigError` naming the first whole-number option below its least value (None: not given)."""
+def _config_error(message: str) -> Exception:
     from automel.errors import ConfigError
 
-    for name, (value, least) in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise ConfigError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    return ConfigError(message)
 
 
 def _listed(names: Sequence[str] | None) -> list[str] | None:
@@ -211,10 +214,14 @@ class SearchResult:
 def leaderboard(study: str | None = None, *, home: PathLike | None = None, storage: str | None = None,
                 top: int | None = 10) -> Leaderboard:
     """The leaderboard of an existing study (the only one in ``home`` when ``study`` is not given)."""
+    from automel.arguments import check_path, check_text, check_whole
     from automel.engine.runner import load_study
     from automel.home import resolve_home
 
-    loaded = load_study(resolve_home(Path(home) if home is not None else None), study, storage)
+    check_text(study, "study", optional=True)
+    check_text(storage, "storage", optional=True)
+    check_whole(top, "top", optional=True)
+    loaded = load_study(resolve_home(check_path(home, "home", optional=True)), study, storage)
     return Leaderboard.of(loaded, top)
 
 
@@ -292,10 +299,12 @@ class Embeddings:
 
     def save(self, out: PathLike) -> list[Path]:
         """Write ``FILE.npy`` (+ ``FILE.ids.txt``) or ``FILE.safetensors``, as ``automel embed`` does."""
+        from automel.arguments import check_path
         from automel.inference import embedding_format, write_embeddings
 
-        embedding_format(Path(out))
-        return write_embeddings(Path(out), self.ids, self.vectors)
+        path = check_path(out, "out") or Path(out)
+        embedding_format(path)
+        return write_embeddings(path, self.ids, self.vectors)
 
 
 def load(path: PathLike, device: str = "cpu") -> Model:
@@ -303,10 +312,12 @@ def load(path: PathLike, device: str = "cpu") -> Model:
 
     :class:`~automel.errors.ConfigError` naming a missing or corrupt file.
     """
+    from automel.arguments import check_path, check_text
     from automel.inference import SpeakerInference
     from automel.train.device import select_device
 
-    return Model(SpeakerInference.load(Path(path), select_device(device)))
+    folder = check_path(path, "path") or Path(path)
+    return Model(SpeakerInference.load(folder, select_device(check_text(device, "device") or device)))
 
 
 class Model:
@@ -344,17 +355,22 @@ class Model:
 
     def verify(self, trials: PathLike) -> VerificationResult:
         """Score a VoxCeleb-style trial list (``label path1 path2`` a line): EER and minDCF when labelled."""
+        from automel.arguments import check_path
         from automel.verification import read_trials, verify
 
-        return verify(self.inference, read_trials(Path(trials)))
+        return verify(self.inference, read_trials(check_path(trials, "trials") or Path(trials)))
 
     def export(self, formats: Sequence[str], out: PathLike | None = None) -> dict[str, Path]:
         """Write ``model.onnx`` and/or ``model.ts`` into ``out`` (default: the model's folder)."""
+        from automel.arguments import check_names, check_path
         from automel.exporting import describe, export_model, require_formats
 
+        chosen = require_formats(check_names(formats, "formats"))  # "onnx" is one format, not four letters
+        if not chosen:
+            raise _config_error("formats names no format; give 'onnx' and/or 'torchscript'")
+        folder = check_path(out, "out", optional=True) or self.path
         record = self.inference.record
-        return export_model(self.inference.model, Path(out) if out is not None else self.path,
-                            require_formats(list(formats)), record.n_mels,
+        return export_model(self.inference.model, folder, chosen, record.n_mels,
                             what=f"{self.path} ({describe(record.params)})")
 
     def __repr__(self) -> str:
@@ -364,10 +380,18 @@ class Model:
 
 
 def _items(inputs: Inputs) -> list[InputItem]:
-    """One input or a list of them, as :func:`automel.inference.collect_inputs` takes them."""
+    """One input or a list (or tuple) of them, as :func:`automel.inference.collect_inputs` takes them;
+    :class:`DataError` for anything else (None, a number, a dict), naming what was given."""
+    import os
+
     import torch
 
+    from automel.errors import DataError
     from automel.inference import collect_inputs
 
-    single = isinstance(inputs, str | Path | np.ndarray | torch.Tensor)
-    return collect_inputs([inputs] if single else list(inputs))
+    if isinstance(inputs, str | os.PathLike | np.ndarray | torch.Tensor):
+        return collect_inputs([inputs])
+    if isinstance(inputs, list | tuple):
+        return collect_inputs(list(inputs))
+    raise DataError(f"inputs must be a path, a NumPy array or tensor (T, n_mels), or a list of them; "
+                    f"got {type(inputs).__name__}")

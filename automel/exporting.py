@@ -29,7 +29,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -313,7 +312,9 @@ def staged_exports(model: nn.Module, formats: str | Iterable[str] | None, n_mels
         return
     cpu = copy.deepcopy(model).to("cpu").eval()
     Path(near).mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".automel-export.", dir=near))
+    from automel.files import owned_tempdir  # named after this process: a later export clears it if killed
+
+    folder = owned_tempdir(Path(near) / "automel-export")
     try:
         files = {}
         for fmt in chosen:
@@ -326,7 +327,16 @@ def staged_exports(model: nn.Module, formats: str | Iterable[str] | None, n_mels
 
 def export_model(model: nn.Module, out_dir: Path, formats: str | Iterable[str], n_mels: int,
                  what: str = "the model") -> dict[str, Path]:
-    """Write ``formats`` of ``model`` into ``out_dir``, replacing files of the same name; all or nothing."""
+    """Write ``formats`` of ``model`` into ``out_dir``, replacing files of the same name; all or nothing.
+
+    A file in the way of ``out_dir``, or a folder in the way of a file, is a :class:`ConfigError` before any
+    tracing (:mod:`automel.outputs`).
+    """
+    from automel.outputs import check_output_file, check_output_folder
+
+    check_output_folder(out_dir)
+    for fmt in parse_formats(formats):
+        check_output_file(Path(out_dir) / FORMATS[fmt], parents=True)
     with staged_exports(model, formats, n_mels, out_dir, what) as staged:
         return staged.install(out_dir)
 

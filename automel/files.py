@@ -35,7 +35,9 @@ def atomic_folder(out: Path, replace: bool = False, needed: int | None = None) -
     ``needed`` bytes, when given) ends in a :class:`DiskError` naming ``out``'s folder. Leftovers of killed
     processes beside ``out`` are cleared first (:func:`sweep_leftovers`).
     """
-    out = Path(out).resolve()
+    from automel.outputs import check_output_folder  # lazily: automel.outputs builds on this module
+
+    out = check_output_folder(Path(out).resolve())  # a file in the way is one line, not a traceback
     if out.exists() and any(out.iterdir()) and not replace:
         raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
     with DiskError.guard(out.parent, needed):

@@ -21,10 +21,25 @@ _STUDY_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{MAX_STUDY_NAME - 1}}}
 
 
 def resolve_home(explicit: Path | str | None = None) -> Path:
-    """Return the home directory, creating it if needed."""
+    """Return the home directory, creating it if needed.
+
+    A home that is a file (``AUTOMEL_HOME=~/notes.txt``), or lies under one, is a :class:`ConfigError`
+    naming the path and where it came from, before anything is read or written.
+    """
     raw = explicit or os.environ.get(ENV_VAR) or "studies"
-    home = Path(raw).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    source = "--home" if explicit else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "the default home"
+    try:
+        home = Path(raw).expanduser().resolve()
+        if home.exists() and not home.is_dir():
+            raise ConfigError(f"{source} {home}: is a file, not a folder; choose a folder for automel's home")
+        home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{source} {raw}: a part of this path is a file, not a folder; choose a folder for "
+                          "automel's home") from None
+    except ValueError as exc:  # a NUL byte in the path
+        raise ConfigError(f"{source} {str(raw)!r}: not a usable path ({exc})") from None
+    except RuntimeError as exc:  # a symbolic-link loop
+        raise ConfigError(f"{source} {raw}: cannot be resolved ({exc})") from None
     return home
 
 

@@ -2,16 +2,21 @@
 
 :class:`SpeakerInference` loads a run directory or export once and turns inputs into what a user wants:
 
-- an audio file (WAV, FLAC, OGG; any sample rate) is featurised by the front end the model was trained
-  with, which training records in ``config.json`` (``dataset.features``, from the prepared data set's
-  ``metadata.json``); a model trained on HW4 ``.pt`` features records none and refuses audio with a
-  :class:`~automel.errors.FrontendError`;
+- an audio file (WAV, FLAC, OGG, MP3: whatever libsndfile reads; any sample rate) is featurised by the front
+  end the model was trained with, which training records in ``config.json`` (``dataset.features``, from the
+  prepared data set's ``metadata.json``); a model trained on HW4 ``.pt`` features records none and refuses
+  audio with a :class:`~automel.errors.FrontendError`;
 - a ``.pt`` feature file ``(T, n_mels)`` is used as it is;
 - a folder is either an HW4 data set (it has ``metadata.json``: all its utterances, training then test,
   each with its feature file name as id) or a folder of audio files (searched recursively, sorted).
 
 Normalisation is part of the model (:class:`~automel.normalize.FeatureNorm`, saved with the weights), so
-features go in raw. Utterances run whole, sorted by length into padded, masked batches.
+features go in raw. Utterances run whole, sorted by length into padded, masked batches; one longer than two
+windows (a few seconds) runs in overlapping windows whose outputs are averaged (:mod:`automel.long_inputs`),
+so time and memory grow linearly with its length. Audio is recognised and decoded by its content, not its
+name (:mod:`automel.data.audio_files`). Inputs outside any plausible range (audio far beyond full scale,
+features beyond any log-mel value) are refused naming the file, and every output is checked finite before it
+is returned: nothing NaN reaches a file.
 
 Shapes: features ``(T, n_mels)``; batches ``x (B, T, n_mels)``, ``mask (B, T)``; embeddings ``(N, E)``,
 L2-normalised; probabilities ``(N, C)``.
@@ -22,11 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import secrets
-import socket
-import stat
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import cast
@@ -36,13 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from automel.data.audio_files import audio_suffixes, decode_audio, display_name, is_audio_file
 from automel.data.batching import PAD_VALUE
 from automel.data.features import checked_features, load_feature
-from automel.data.frontend import FbankParams, compute_fbank, load_audio
+from automel.data.frontend import FbankParams, compute_fbank
 from automel.data.layout import METADATA, read_dataset
 from automel.data.prepare import AUDIO_SUFFIXES
 from automel.errors import AudioError, ConfigError, DataError, FrontendError
 from automel.exporting import head_embedding
+from automel.long_inputs import merge_windows, split_long, window_frames
+from automel.outputs import atomic_file, atomic_files, check_output_file
 from automel.runs import RunRecord, load_run
 
 __all__ = ["EMBEDDING_FORMATS", "FEATURE_SUFFIX", "InputItem", "Prediction", "SpeakerInference", "atomic_file",
@@ -74,7 +78,7 @@ class InputItem:
 
     @property
     def is_audio(self) -> bool:
-        return self.array is None and self.path.suffix.lower() in AUDIO_SUFFIXES
+        return self.array is None and self.path.suffix.lower() != FEATURE_SUFFIX  # sniffed by collect_inputs
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class Prediction:
         return self.speakers[0]
 
 
-def collect_inputs(inputs: Sequence[Path | str | np.ndarray | torch.Tensor]) -> list[InputItem]:
+def collect_inputs(inputs: Sequence[object]) -> list[InputItem]:
     """The utterances ``inputs`` name, in order; :class:`DataError` naming the first that is unusable.
 
     An audio or ``.pt`` file is one utterance (id: the path as given); an HW4 data set folder gives all
@@ -106,16 +110,21 @@ def collect_inputs(inputs: Sequence[Path | str | np.ndarray | torch.Tensor]) -> 
         if isinstance(given, np.ndarray | torch.Tensor):
             items.append(InputItem.of_features(str(index), given))
             continue
+        if not isinstance(given, str | os.PathLike):
+            raise DataError(f"input {index}: a {type(given).__name__} is not an input; give a path, a NumPy "
+                            "array or a tensor (T, n_mels), or a list of them")
         path = Path(given)
         if path.is_dir():
             items += _dataset_items(path) if (path / METADATA).is_file() else _folder_items(path)
         elif path.is_file():
-            if path.suffix.lower() not in AUDIO_SUFFIXES | {FEATURE_SUFFIX}:
-                raise DataError(f"{path}: not an audio file ({', '.join(sorted(AUDIO_SUFFIXES))}) "
-                                f"or a {FEATURE_SUFFIX} feature file")
-            items.append(InputItem(str(given), path))
+            # audio is decoded by content, whatever its name; a name libsndfile does not know is sniffed
+            suffix = path.suffix.lower()
+            if suffix != FEATURE_SUFFIX and suffix not in audio_suffixes() and not is_audio_file(path):
+                raise DataError(f"{display_name(path)}: not an audio file libsndfile can decode "
+                                f"({', '.join(sorted(AUDIO_SUFFIXES))}, mp3, ...) nor a {FEATURE_SUFFIX} feature file")
+            items.append(InputItem(display_name(os.fspath(given)), path))
         else:
-            raise DataError(f"{path}: not found")
+            raise DataError(f"{display_name(path)}: not found")
     seen: dict[str, Path] = {}
     for item in items:
         if item.id in seen:
@@ -130,11 +139,12 @@ def _dataset_items(root: Path) -> list[InputItem]:
 
 
 def _folder_items(folder: Path) -> list[InputItem]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    suffixes = audio_suffixes()
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
     if not files:
-        raise DataError(f"{folder}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) and no {METADATA} "
+        raise DataError(f"{folder}: no audio files ({', '.join(sorted(suffixes))}) and no {METADATA} "
                         "(not an HW4 data set)")
-    return [InputItem(str(folder / p.relative_to(folder)), p) for p in files]
+    return [InputItem(display_name(folder / p.relative_to(folder)), p) for p in files]
 
 
 def frontend_params(record: RunRecord, source: Path | str = "the model") -> FbankParams:
@@ -170,18 +180,18 @@ def frontend_params(record: RunRecord, source: Path | str = "the model") -> Fban
 def featurize_audio(path: Path, params: FbankParams) -> np.ndarray:
     """Fbank ``(T, n_mels)`` of one audio file; :class:`AudioError` naming it when it cannot be used."""
     try:
-        wave = load_audio(path, params.sample_rate)
+        wave = decode_audio(path, params.sample_rate)  # by content; checks the samples are finite and in range
     except (RuntimeError, ValueError, OSError, EOFError, TypeError) as exc:  # soundfile: RuntimeError subclasses
         detail = getattr(exc, "error_string", None) or str(exc).replace(str(path), "<file>")
         reason = " ".join(str(detail).split())[:200] or type(exc).__name__
-        raise AudioError(f"{path}: cannot decode audio ({reason})") from None
+        raise AudioError(f"{display_name(path)}: cannot decode audio ({reason})") from None
     if wave.size == 0:
-        raise AudioError(f"{path}: no audio samples")
-    if not np.isfinite(wave).all():
-        raise AudioError(f"{path}: samples are NaN or infinite")
+        raise AudioError(f"{display_name(path)}: no audio samples")
     features = compute_fbank(wave, params)
+    if not np.isfinite(features).all():
+        raise AudioError(f"{display_name(path)}: its features are not finite")
     if features.shape[0] == 0:
-        raise AudioError(f"{path}: too short ({wave.size / params.sample_rate * 1000:.1f} ms gives no "
+        raise AudioError(f"{display_name(path)}: too short ({wave.size / params.sample_rate * 1000:.1f} ms gives no "
                          f"{params.frame_length_ms:g} ms frame)")
     return features
 
@@ -245,16 +255,16 @@ class SpeakerInference:
     def embed(self, items: Sequence[InputItem]) -> np.ndarray:
         """L2-normalised embeddings ``(N, E)`` float32 of ``items``, in order (see :func:`embedding`)."""
         _check_embeddable(self.model, self.source)  # before any audio is decoded
-        return self._run(items, lambda x, mask: embedding(self.model, x, mask))
+        return self._run(items, lambda x, mask: embedding(self.model, x, mask), normalise=True)
 
     def predict_proba(self, items: Sequence[InputItem]) -> np.ndarray:
         """Softmax probabilities ``(N, C)`` float32 of ``items``, in order (no margin: no labels)."""
-        return self._run(items, lambda x, mask: torch.softmax(self.model(x, mask).float(), dim=-1))
+        return self._run(items, lambda x, mask: torch.softmax(self.model(x, mask).float(), dim=-1), normalise=False)
 
     def predict(self, items: Sequence[InputItem], top_k: int = 1) -> list[Prediction]:
         """The ``top_k`` most probable speakers of each item (``top_k`` is capped at the number of speakers)."""
-        if top_k < 1:
-            raise ConfigError(f"top-k must be at least 1, got {top_k}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise ConfigError(f"top_k must be a whole number of at least 1, got {top_k!r}")
         probs = self.predict_proba(items)
         k = min(top_k, len(self.speakers))
         rows: list[Prediction] = []
@@ -264,19 +274,32 @@ class SpeakerInference:
         return rows
 
     @torch.no_grad()
-    def _run(self, items: Sequence[InputItem], fn: Callable[[Tensor, Tensor], Tensor]) -> np.ndarray:
-        """``fn(x, mask) -> (B, D)`` over whole utterances, featurised ``CHUNK`` at a time: ``(N, D)`` in order."""
+    def _run(self, items: Sequence[InputItem], fn: Callable[[Tensor, Tensor], Tensor], normalise: bool) -> np.ndarray:
+        """``fn(x, mask) -> (B, D)`` of each item, featurised ``CHUNK`` at a time: ``(N, D)`` in order.
+
+        Long utterances run in overlapping windows whose outputs are averaged (:mod:`automel.long_inputs`;
+        ``normalise``: L2-normalise the mean, for embeddings). :class:`DataError` naming the inputs whose
+        output is not finite: nothing NaN is ever returned or written.
+        """
+        window = window_frames(self.record.params)
         outputs: list[np.ndarray] = []
         for start in range(0, len(items), CHUNK):
-            chunk = [self.features(item) for item in items[start:start + CHUNK]]
+            part = items[start:start + CHUNK]
+            pieces, owner = split_long([self.features(item) for item in part], window)
             result: np.ndarray | None = None
-            for index, x, mask in padded_batches(chunk, self.device):
-                out = fn(x, mask).cpu().numpy()
+            for index, x, mask in padded_batches(pieces, self.device):
+                out = fn(x, mask).float().cpu().numpy()
+                bad = ~np.isfinite(out).all(axis=1)
+                if bad.any():
+                    names = list(dict.fromkeys(part[int(owner[i])].id for i in index[bad].tolist()))
+                    raise DataError(f"{names[0]}: the model's output is not finite (NaN or inf) for this input"
+                                    + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+                                    + "; its features are outside what the model can take")
                 if result is None:
-                    result = np.empty((len(chunk), out.shape[1]), dtype=np.float32)
+                    result = np.empty((len(pieces), out.shape[1]), dtype=np.float32)
                 result[index] = out
             assert result is not None
-            outputs.append(result)
+            outputs.append(merge_windows(result, owner, len(part), normalise))
         if not outputs:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(outputs)
@@ -330,6 +353,8 @@ def write_embeddings(out: Path, ids: Sequence[str], vectors: np.ndarray, metadat
     """
     out = Path(out)
     kind = embedding_format(out)
+    for target in (out, embedding_ids_path(out)) if kind == ".npy" else (out,):
+        check_output_file(target, parents=True)  # a folder or a device in the way: one line, nothing written
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
         raise ValueError(f"write_embeddings: {len(ids)} ids for vectors of shape {vectors.shape}")
@@ -338,7 +363,7 @@ def write_embeddings(out: Path, ids: Sequence[str], vectors: np.ndarray, metadat
             raise DataError(f"{id_!r}: an id with a line break cannot be written")
     if kind == ".npy":
         ids_path = embedding_ids_path(out)
-        with atomic_file(out) as tmp, atomic_file(ids_path) as tmp_ids:  # both filled before either is renamed
+        with atomic_files([out, ids_path]) as (tmp, tmp_ids):  # both or neither, never a stray .ids.txt
             with tmp.open("wb") as fh:
                 np.save(fh, vectors)
             tmp_ids.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
@@ -356,6 +381,7 @@ def write_predictions(out: Path, predictions: Sequence[Prediction]) -> Path:
 
     The first two columns are HW4's ``Id,Category``; every row has the same k.
     """
+    check_output_file(out, parents=True)
     k = max((len(p.speakers) for p in predictions), default=1)
     header = ["Id"]
     for rank in range(1, k + 1):
@@ -370,30 +396,3 @@ def write_predictions(out: Path, predictions: Sequence[Prediction]) -> Path:
                 row += [speaker, f"{prob:.6f}"]
             writer.writerow(row)
     return Path(out)
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` to fill; renamed onto ``path`` on success, removed otherwise.
-
-    Named ``.<name>.<pid>@<host>.<random>``, as :mod:`automel.runs` names its temporary files, so a killed
-    process's leftover is recognisable. The result gets the mode a new file gets under the umask, whatever
-    the writer did (safetensors makes its files private).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}@{socket.gethostname()}.{secrets.token_hex(4)}")
-        try:
-            with tmp.open("x"):  # created as any new file is: the umask decides its mode
-                mode = stat.S_IMODE(tmp.stat().st_mode)
-            break
-        except FileExistsError:
-            continue
-    try:
-        yield tmp
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

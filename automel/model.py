@@ -82,9 +82,13 @@ def resolve_model_params(params: Mapping[str, Any], registry: Registry | None = 
 
 
 def build_model(
-    params: Mapping[str, Any], n_mels: int, num_classes: int, registry: Registry | None = None
+    params: Mapping[str, Any], n_mels: int, num_classes: int, registry: Registry | None = None, probe: bool = True
 ) -> SpeakerModel:
-    """Build encoder, pooling and head from ``params``; :class:`PluginError` if dimensions do not chain."""
+    """Build encoder, pooling and head from ``params``; :class:`PluginError` if dimensions do not chain.
+
+    ``probe=False`` skips the probe batch: for a build on the ``meta`` device, which only counts parameters
+    (:func:`automel.model_config.parameter_bytes`) and cannot run data.
+    """
     plugins = _plugins(params, registry)
     # The registry checked each class against its kind's base when it was registered.
     enc_cls = cast(type[EncoderPlugin], plugins["encoder"])
@@ -97,7 +101,8 @@ def build_model(
     head = head_cls.build(head_cls.from_params(params), pool_dim, num_classes)
     norm = FeatureNorm(n_mels, str(params.get(NORMALIZE_PARAM, DEFAULT_NORMALIZE)))
     model = SpeakerModel(encoder, pooling, head, norm)
-    _probe(model, plugins, n_mels, enc_dim, pool_dim, num_classes)
+    if probe:
+        _probe(model, plugins, n_mels, enc_dim, pool_dim, num_classes)
     return model
 
 

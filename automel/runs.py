@@ -54,15 +54,26 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: Path) -> RunRecord:
+        """Check ``data`` against the schema (:mod:`automel.model_config`): types and bounds, one line naming
+        ``source`` and the field; the plugins' parameters are checked when the model is loaded."""
+        from automel.model_config import check_depth, check_frontend, check_n_mels, check_speakers
+
         if data.get("format") != FORMAT:
             raise ConfigError(f"{source}: not an automel run config (format {data.get('format')!r})")
-        try:
-            extra = {k: v for k, v in data.items()
-                     if k not in ("format", "params", "n_mels", "speakers", "dataset", "result")}
-            return cls(dict(data["params"]), int(data["n_mels"]), tuple(data["speakers"]), dict(data["dataset"]),
-                       dict(data["result"]), extra)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: incomplete run config ({exc})") from None
+        check_depth(data, source)
+        missing = [k for k in ("params", "n_mels", "speakers", "dataset", "result") if k not in data]
+        if missing:
+            raise ConfigError(f"{source}: incomplete run config (no {', '.join(repr(k) for k in missing)})")
+        for key in ("params", "dataset", "result"):
+            if not isinstance(data[key], dict):
+                raise ConfigError(f"{source}: '{key}' must be a JSON object, got {type(data[key]).__name__}")
+        features = data["dataset"].get("features")
+        if isinstance(features, dict):
+            check_frontend(features, source)
+        extra = {k: v for k, v in data.items()
+                 if k not in ("format", "params", "n_mels", "speakers", "dataset", "result")}
+        return cls(dict(data["params"]), check_n_mels(data["n_mels"], source), check_speakers(data["speakers"], source),
+                   dict(data["dataset"]), dict(data["result"]), extra)
 
 
 def versions() -> dict[str, str]:
@@ -111,10 +122,14 @@ def read_record(run_dir: Path) -> RunRecord:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply; not an automel config") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(f"{path}: not a usable JSON file ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not an automel config (a JSON {type(data).__name__}, not an object)")
     return RunRecord.from_json(data, path)
@@ -131,20 +146,43 @@ def load_run(run_dir: Path) -> tuple[Any, RunRecord]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from automel.model import build_model
-
     record = read_record(run_dir)
-    model = build_model(record.params, record.n_mels, len(record.speakers))
-    try:
-        state = load_file(str(Path(run_dir) / WEIGHTS))
+    weights = Path(run_dir) / WEIGHTS
+    try:  # read first: reading takes what the file holds, while building takes what config.json says
+        state = load_file(str(weights))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise ConfigError(f"{Path(run_dir) / WEIGHTS}: cannot read weights ({exc})") from None
+        raise ConfigError(f"{weights}: cannot read weights ({exc})") from None
+    model = _build_checked(record, Path(run_dir) / CONFIG, weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{Path(run_dir) / WEIGHTS}: weights do not fit {CONFIG} ({first})") from None
     return model.eval(), record
+
+
+def _build_checked(record: RunRecord, config: Path, weights: Path) -> Any:
+    """The model of ``record``, checked first so that a hostile ``config.json`` cannot crash or exhaust
+    the process: parameters against the schema, then their count (on the ``meta`` device, no memory)
+    against the size of the weights file that must hold them."""
+    from automel.errors import PluginError
+    from automel.model import build_model
+    from automel.model_config import check_model_params, parameter_bytes
+
+    check_model_params(record.params, config)
+    try:
+        needed = parameter_bytes(record.params, record.n_mels, len(record.speakers))
+    except ConfigError as exc:
+        raise ConfigError(f"{config}: {exc}") from None
+    size = weights.stat().st_size if weights.is_file() else None
+    if needed is not None and size is not None and needed > size:
+        raise ConfigError(f"{config}: describes a model of at least {needed:,} bytes of weights, but {weights.name} "
+                          f"holds {size:,} bytes; the config does not fit the weights")
+    try:
+        return build_model(record.params, record.n_mels, len(record.speakers))
+    except (PluginError, ValueError, RuntimeError, TypeError, ZeroDivisionError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConfigError(f"{config}: cannot build the model it describes ({first[:200]})") from None
 
 
 def write_submission_rows(path: Path, rows: Iterable[tuple[str, str]]) -> None:

@@ -3,7 +3,9 @@
 A trial list is VoxCeleb's text format, one trial a line: ``label path1 path2`` (label 1: same speaker,
 0: different speakers) or ``path1 path2`` without labels, whitespace-separated; blank lines and lines
 starting with ``#`` are skipped. Paths are absolute or relative to the list's folder, and may be audio
-files or ``.pt`` feature files (see :mod:`automel.inference`).
+files or ``.pt`` feature files (see :mod:`automel.inference`). A path with spaces is written in quotes
+(``1 "my clips/a.wav" b.wav``, shell-style, backslashes kept as they are) or the line's fields are
+separated by tabs (a line holding a tab is split at tabs only).
 
 A trial's score is the cosine similarity of the two utterances' embeddings. From the scores and labels:
 
@@ -19,6 +21,7 @@ distinct scores, plus "accept none".
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,12 +106,15 @@ def read_trials(path: Path) -> TrialList:
     trials: list[Trial] = []
     width: int | None = None
     for number, line in enumerate(text.splitlines(), start=1):
-        fields = tuple(line.split())
-        if not fields or fields[0].startswith("#"):
-            continue
         where = f"{path}: line {number}"
+        if line.lstrip().startswith("#"):
+            continue
+        fields = _pick(path, split_fields(line, where))
+        if not fields:
+            continue
         if len(fields) not in (2, 3):
-            raise DataError(f"{where}: expected 'label path1 path2' or 'path1 path2', found {len(fields)} fields")
+            raise DataError(f"{where}: expected 'label path1 path2' or 'path1 path2', found {len(fields)} fields "
+                            f"({SPACES_HINT})")
         if width is not None and len(fields) != width:
             raise DataError(f"{where}: has {len(fields)} fields but the lines before have {width}; "
                             "label every trial or none")
@@ -121,10 +127,49 @@ def read_trials(path: Path) -> TrialList:
                 raise DataError(f"{where}: label {fields[0]!r} must be 1 (same speaker) or 0 (different)")
             label = int(fields[0])
         enroll, test = (_resolve(path, f, where) for f in fields[-2:])
-        trials.append(Trial(label, enroll, test, fields, number))
+        trials.append(Trial(label, enroll, test, tuple(_quoted(f) for f in fields), number))
     if not trials:
         raise DataError(f"{path}: no trials (expected lines 'label path1 path2' or 'path1 path2')")
     return TrialList(path, tuple(trials))
+
+
+SPACES_HINT = "a path with spaces goes in quotes, or separate the fields with tabs"
+
+
+def split_fields(line: str, where: str) -> list[tuple[str, ...]]:
+    """The ways to read one trial line, preferred first: at whitespace with shell-style quotes (``"a b.wav"``
+    or ``'a b.wav'``; backslashes are not escapes, so Windows paths stay as written), then, when the line
+    has tabs, at tabs only (each field stripped)."""
+    ways: list[tuple[str, ...]] = []
+    if '"' not in line and "'" not in line:
+        ways.append(tuple(line.split()))
+    else:
+        lexer = shlex.shlex(line, posix=True)
+        lexer.whitespace_split, lexer.escape, lexer.commenters = True, "", ""
+        try:
+            ways.append(tuple(lexer))
+        except ValueError as exc:  # "No closing quotation"
+            if "\t" not in line:
+                raise DataError(f"{where}: {str(exc).lower()} ({SPACES_HINT})") from None
+    if "\t" in line:
+        ways.append(tuple(f.strip() for f in line.split("\t") if f.strip()))
+    return ways
+
+
+def _pick(trial_list: Path, ways: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The first reading whose two paths name existing files (a tab-separated path may hold spaces, and
+    a space-separated line may hold a tab); the first reading when none does, for the error message."""
+    for fields in ways:
+        if len(fields) in (2, 3) and all(_resolve_path(trial_list, f).is_file() for f in fields[-2:]):
+            return fields
+    return ways[0] if ways else ()
+
+
+def _quoted(field: str) -> str:
+    """``field`` as a scores file writes it: quoted when it holds whitespace or a quote, so it reads back."""
+    if not any(c.isspace() or c in "\"'" for c in field):
+        return field
+    return "'" + field.replace("'", "'\"'\"'") + "'"
 
 
 def _resolve_path(trial_list: Path, name: str) -> Path:
@@ -227,6 +272,9 @@ def verify(inference: SpeakerInference, trials: TrialList) -> VerificationResult
             kind = "different-speaker (0)" if labels[0] == 1 else "same-speaker (1)"
             raise DataError(f"{trials.path}: has no {kind} trials; EER and minDCF need both kinds")
     scores = score_trials(inference, trials)
+    if not np.isfinite(scores).all():  # embeddings are checked finite; this guards the arithmetic after them
+        line = trials.trials[int(np.flatnonzero(~np.isfinite(scores))[0])].line
+        raise DataError(f"{trials.path}: line {line}: the score is not finite")
     if not trials.labelled:
         return VerificationResult(trials, scores)
     eer, eer_threshold = equal_error_rate(scores, labels)
@@ -235,8 +283,15 @@ def verify(inference: SpeakerInference, trials: TrialList) -> VerificationResult
 
 
 def write_scores(out: Path, trials: TrialList, scores: Sequence[float] | np.ndarray) -> Path:
-    """Write one line per trial, its fields as written in the list followed by the score, atomically."""
-    out = Path(out)
+    """Write one line per trial, its fields as written in the list followed by the score, atomically.
+
+    ``out`` may be neither the trial list nor a file it names (:func:`automel.outputs.check_output_file`):
+    the scores would replace what they score.
+    """
+    from automel.outputs import check_output_file
+
+    named = [trials.path, *(p for t in trials.trials for p in (t.enroll, t.test))]
+    out = check_output_file(out, inputs=named, parents=True)
     lines = "".join(f"{' '.join(t.fields)} {s:.6f}\n" for t, s in zip(trials.trials, scores, strict=True))
     with atomic_file(out) as tmp:
         tmp.write_text(lines, encoding="utf-8")

@@ -116,7 +116,7 @@ def test_bad_inputs_are_one_typed_error(example: dict[str, Any], make: Any, word
 
 
 def test_top_k_below_one_is_refused(example: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match="top-k must be at least 1"):
+    with pytest.raises(ConfigError, match="top_k must be a whole number of at least 1"):
         example["model"].predict(HW4_SAMPLE, top_k=0)
 
 
@@ -163,8 +163,8 @@ def test_load_names_what_is_missing(tmp_path: Path) -> None:
     ({"workers": 1.5}, ConfigError, "workers must be a whole number of at least 1, got 1.5"),
     ({"time_limit": 5}, ConfigError, "shorter than the shortest useful run"),
     ({"formats": ["gif"]}, ExportError, "gif"),
-    ({"max_params": 0}, ConfigError, "--max-params must be a positive number"),
-    ({"max_latency_ms": -1.0}, ConfigError, "--max-latency-ms must be a positive number"),
+    ({"max_params": 0}, ConfigError, "max_params must be a whole number of at least 1, got 0"),
+    ({"max_latency_ms": -1.0}, ConfigError, "max_latency_ms must be a finite positive number, got -1.0"),
     ({"sampler": "nope"}, ConfigError, "nope"),
     ({"quality": "perfect"}, ConfigError, "--quality 'perfect' is unknown"),
 ])

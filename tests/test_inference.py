@@ -150,7 +150,7 @@ def test_predict_lists_the_top_k_speakers(tmp_path: Path) -> None:
         assert row.probabilities == pytest.approx(p[order[:2]].tolist())
         assert row.probabilities[0] >= row.probabilities[1]
     assert [len(r.speakers) for r in inference.predict(items, top_k=10)] == [3, 3]  # capped at the speakers
-    with pytest.raises(ConfigError, match="top-k"):
+    with pytest.raises(ConfigError, match="top_k"):
         inference.predict(items, top_k=0)
 
 

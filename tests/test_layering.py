@@ -37,6 +37,9 @@ LAYERS: list[tuple[str, int]] = [
     ("verification", 5), ("adapt", 5),
     ("report", 6),
     ("engine", 6), ("api", 7), ("cli", 8), ("__main__", 9),
+    ("arguments", 0), ("model_config", 3), ("long_inputs", 3),  # issue 22: API checks, config schema, windows
+    # issue 22: JSON limits, masking, seeds, /tmp, the output-path rule
+    ("userjson", 0), ("redact", 0), ("seeds", 0), ("scratch", 0), ("outputs", 0),
 ]
 
 

@@ -7,18 +7,45 @@ import logging
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleRenderable, RenderHook
 from rich.markup import escape
+from rich.text import Text
 
 from automel.errors import AutomelError, ConfigError, DiskError, Fatal, Terminated
+from automel.redact import redact
+from automel.scratch import process_scratch
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _Redact(RenderHook):
+    """Masks URL passwords in every line a console prints (errors, notes, summaries, worker logs): wherever a
+    storage URL reaches a message, the password does not (:func:`automel.redact.redact`)."""
+
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
+        return [_redacted(r) for r in renderables]
+
+
+def _redacted(renderable: ConsoleRenderable) -> ConsoleRenderable:
+    if isinstance(renderable, Text):
+        masked = redact(renderable.plain)
+        if masked != renderable.plain:
+            return Text(masked, style=renderable.style, end=renderable.end)  # its spans would no longer fit
+    return renderable
+
+
+def _console(stderr: bool = False) -> Console:
+    made = Console(stderr=stderr)
+    made.push_render_hook(_Redact())
+    return made
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 HomeOption = Annotated[
     Path | None,
@@ -32,6 +59,22 @@ DataOption = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 DeterministicOption = Annotated[bool, typer.Option(
     "--deterministic", help="Deterministic kernels only (one seed, one result on a GPU too); slower on a GPU.")]
+
+
+def seed_option(help: str) -> Any:
+    """The ``--seed`` option of every command: checked (0 to 2**32 - 1, :func:`automel.seeds.check_seed`) as
+    it is parsed, so a bad seed is one line before any work."""
+    return typer.Option("--seed", help=help, callback=_checked_seed)
+
+
+def _checked_seed(value: int) -> int:
+    from automel.seeds import check_seed
+
+    try:
+        return check_seed(value)
+    except ConfigError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=str)
@@ -54,10 +97,12 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _show_notes()
+        _clean_warnings()
         _quiet_disk_faults_in_threads()
         previous = _handle_sigterm()
         try:
-            return func(*args, **kwargs)
+            with process_scratch():  # temporary files in a folder of this process, cleared if it is killed
+                return func(*args, **kwargs)
         except Terminated:
             raise fail("terminated (SIGTERM)", TERMINATED_EXIT) from None
         except Fatal as exc:
@@ -145,6 +190,29 @@ def _quiet_disk_faults_in_threads() -> None:
 class _NoteHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         err_console.print(f"note: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+def _clean_warnings() -> None:
+    """Python warnings (Optuna's, matplotlib's, torch's) as one ``warning:`` line each, once, without the
+    library's file path and source line; Optuna's notes that a feature automel uses is "experimental" are
+    dropped: they are for Optuna's own users, not for automel's."""
+    if getattr(warnings.showwarning, "automel", False):
+        return
+    # Optuna's ExperimentalWarning, matched by its text: importing Optuna here would slow every command.
+    warnings.filterwarnings("ignore", message=r".* is experimental \(supported from v")
+    # Optuna's note to its own users when a trial is asked for outside Study.optimize (a worker's loop does)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    shown: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = (str(message).strip().splitlines() or [category.__name__])[0]
+        if text not in shown:
+            shown.add(text)
+            err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    show.automel = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def _show_notes() -> None:

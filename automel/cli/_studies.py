@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.markup import escape
 from rich.table import Table
 
-from automel.cli._common import console
+from automel.cli._common import console, err_console
 from automel.cli._output import Format, print_csv, print_json, print_table
 from automel.engine.constraints import LATENCY_ATTR, PARAMS_ATTR
 from automel.engine.leaderboard import front_rows
@@ -28,35 +28,60 @@ TRIAL_COLUMNS = ("rank", "trial", "state", "valid_acc", "steps", "seconds", "n_p
 
 
 def print_studies(home: Path, fmt: Format) -> None:
-    """Every study in ``home``'s SQLite files, one record each."""
+    """Every study in ``home``'s SQLite files, one record each.
+
+    A ``*.db`` that cannot be read (empty, corrupt, not Optuna's) hides none of the others: it is listed
+    with its reason in ``error`` (a one-line warning on stderr too) and the command still exits 0, since
+    the listing itself succeeded; scripts find the broken file in the ``error`` field (present only then:
+    healthy records keep their fields).
+    """
     rows = study_rows(home)
+    broken = [row["error"] for row in rows if row.get("error")]
+    for error in broken:
+        err_console.print(f"warning: {error}", markup=False, highlight=False, soft_wrap=True)
     if fmt == "json":
         print_json(rows)
     elif fmt == "csv":
-        print_csv(rows, columns=STUDY_COLUMNS)
+        print_csv(rows, columns=(*STUDY_COLUMNS, "error") if broken else STUDY_COLUMNS)
     else:
         print_table(_studies_table(home, rows))
 
 
 def study_rows(home: Path) -> list[dict[str, Any]]:
+    from automel.errors import StudyError
+
+    rows: list[dict[str, Any]] = []
+    for db in sorted(home.glob("*.db")):
+        url = f"sqlite:///{db}"
+        try:
+            rows += _rows_of(url)
+        except Exception as exc:  # whatever is wrong with one file, the others are listed; none is written to
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            reason = str(exc) if isinstance(exc, StudyError) else f"cannot read {db}: {first}"
+            rows.append({**dict.fromkeys(STUDY_COLUMNS), "study": db.stem, "storage": url, "error": reason})
+    return rows
+
+
+def _rows_of(url: str) -> list[dict[str, Any]]:
     from automel.engine.study import open_storage
 
     rows = []
-    for db in sorted(home.glob("*.db")):
-        url = f"sqlite:///{db}"
-        storage = open_storage(url, heartbeat=False)
-        for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=True):
-            loaded = optuna.load_study(study_name=summary.study_name, storage=storage)
-            counts = state_counts(loaded)
-            dataset = loaded.user_attrs.get("dataset", {})
-            ends = [t.datetime_complete or t.datetime_start for t in loaded.get_trials(deepcopy=False)]
-            last = max((e for e in ends if e), default=None)
-            best = summary.best_trial
-            rows.append({"study": summary.study_name, "storage": url, "dataset": dataset.get("name"),
-                         "dataset_kind": dataset.get("kind"), "complete": counts["complete"],
-                         "pruned": counts["pruned"], "failed": counts["fail"], "running": counts["running"],
-                         "best_trial": best.number if best else None, "best_valid_acc": best.value if best else None,
-                         "last_update": last.isoformat(timespec="seconds") if last else None})
+    storage = open_storage(url, heartbeat=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna's "experimental" notes: noise on stderr
+        summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=True)
+    for summary in summaries:
+        loaded = optuna.load_study(study_name=summary.study_name, storage=storage)
+        counts = state_counts(loaded)
+        dataset = loaded.user_attrs.get("dataset", {})
+        ends = [t.datetime_complete or t.datetime_start for t in loaded.get_trials(deepcopy=False)]
+        last = max((e for e in ends if e), default=None)
+        best = summary.best_trial
+        rows.append({"study": summary.study_name, "storage": url, "dataset": dataset.get("name"),
+                     "dataset_kind": dataset.get("kind"), "complete": counts["complete"],
+                     "pruned": counts["pruned"], "failed": counts["fail"], "running": counts["running"],
+                     "best_trial": best.number if best else None, "best_valid_acc": best.value if best else None,
+                     "last_update": last.isoformat(timespec="seconds") if last else None})
     return rows
 
 
@@ -65,6 +90,9 @@ def _studies_table(home: Path, rows: list[dict[str, Any]]) -> Table:
     for column in ("study", "data set", "complete", "pruned", "failed", "running", "best", "last update"):
         table.add_column(column)
     for row in rows:
+        if row.get("error"):
+            table.add_row(escape(row["study"]), "[red]unreadable[/]", *["-"] * 5, "-")
+            continue
         best = row["best_valid_acc"]
         table.add_row(escape(row["study"]), escape(f"{row['dataset'] or '?'} [{row['dataset_kind'] or '?'}]"),
                       str(row["complete"]), str(row["pruned"]), str(row["failed"]), str(row["running"]),

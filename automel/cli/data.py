@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from automel.cli._common import console, err_console, handle_errors
+from automel.cli._common import console, err_console, handle_errors, seed_option
 from automel.cli._output import print_table
 
 app = typer.Typer(help="Check, prepare and generate data sets in the HW4 layout.", no_args_is_help=True)
@@ -34,6 +34,8 @@ def check(directory: Annotated[Path, typer.Argument(help="A data set in the HW4 
         report = check_dataset(directory, on_progress=lambda done, total: progress.update(task, completed=done,
                                                                                              total=total))
     print_table(_summary_table(report))
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if report.problems:
         for problem in report.problems:
             err_console.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -66,7 +68,7 @@ def prepare(
     speaker_regex: Annotated[str | None, typer.Option(
         help=r"Regex whose group 1 is the speaker, e.g. '^\d+_([a-z]+)_\d+\.wav$'.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Parallel decoding processes.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed for choosing held-out test utterances.")] = 0,
+    seed: Annotated[int, seed_option("Seed for choosing held-out test utterances.")] = 0,
 ) -> None:
     """Turn real audio (WAV/FLAC/OGG, any rate) into an HW4-layout data set of 40-bin log-mel fbank."""
     from automel.data.prepare import prepare_dataset
@@ -102,7 +104,7 @@ def synth(
     out: Annotated[Path, typer.Argument(help="New output folder.")],
     speakers: Annotated[int, typer.Option(min=2, help="Number of synthetic speakers.")] = 64,
     utterances: Annotated[int, typer.Option(min=2, help="Utterances per speaker (train + test).")] = 40,
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same corpus.")] = 0,
+    seed: Annotated[int, seed_option("Seed: the same seed gives the same corpus.")] = 0,
     test_per_speaker: Annotated[int, typer.Option(min=0,
         help="Utterances per speaker held out into testdata.json.")] = 4,
 ) -> None:

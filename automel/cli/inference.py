@@ -1,18 +1,25 @@
 """``automel embed``, ``verify`` and ``predict-audio``: a trained model used on audio, feature files and data sets.
 
 Thin commands over :mod:`automel.inference` and :mod:`automel.verification`: they check the options, call
-the library and print one line of result. Every output is written to a temporary file and renamed, so an
-error (a missing file, audio that cannot be decoded, a broken model directory) leaves no partial output.
+the library and print one line of result. Every output is checked before any work by the one output rule
+(:mod:`automel.outputs`: never an input, never inside the model folder or a data set read, never a folder),
+then written to a temporary file and renamed, so an error (a missing file, audio that cannot be decoded, a
+broken model directory) leaves no partial output.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from automel.cli._common import DeviceOption, console, handle_errors
+from automel.outputs import check_output_file
+
+if TYPE_CHECKING:
+    from automel.inference import InputItem
 
 ModelArgument = Annotated[Path, typer.Argument(
     help="A run directory or an export (model.safetensors + config.json).", show_default=False)]
@@ -40,11 +47,19 @@ def embed(
     An HW4 data set gives all its utterances, with their feature file names as ids; any other input keeps
     its path (as given) as id.
     """
-    from automel.inference import SpeakerInference, collect_inputs, embedding_format, write_embeddings
+    from automel.inference import (
+        SpeakerInference,
+        collect_inputs,
+        embedding_format,
+        embedding_ids_path,
+        write_embeddings,
+    )
     from automel.train.device import select_device
 
-    embedding_format(out)  # a wrong suffix is refused before any work
+    kind = embedding_format(out)  # a wrong suffix is refused before any work
     items = collect_inputs(inputs)
+    for target in (out, embedding_ids_path(out)) if kind == ".npy" else (out,):
+        check_target(target, "--out", model, items, example=f"embeddings{kind}")
     inference = SpeakerInference.load(model, select_device(device))
     vectors = inference.embed(items)
     written = write_embeddings(out, [item.id for item in items], vectors, {"model": str(model)})
@@ -56,7 +71,8 @@ def verify(
     model: ModelArgument,
     trials: Annotated[Path, typer.Argument(
         help="Trial list, one 'label path1 path2' (1 same speaker, 0 different) or 'path1 path2' a line; "
-             "paths relative to the list's folder.", show_default=False)],
+             "paths relative to the list's folder; a path with spaces goes in quotes (\"my clips/a.wav\"), or "
+             "separate the fields with tabs.", show_default=False)],
     scores: Annotated[Path | None, typer.Option(
         help="Write each trial's line with its cosine score appended.")] = None,
     device: DeviceOption = "auto",
@@ -71,6 +87,9 @@ def verify(
     from automel.verification import verify as verify_trials
 
     trial_list = read_trials(trials)  # every file it names must exist before any work
+    if scores is not None:
+        named = [trials, *(p for t in trial_list.trials for p in (t.enroll, t.test))]
+        check_output_file(scores, "--scores", inputs=named, inside=[("the model folder", model)], example="scores.txt")
     inference = SpeakerInference.load(model, select_device(device))
     result = verify_trials(inference, trial_list)
     if scores is not None:
@@ -103,8 +122,18 @@ def predict_audio(
     from automel.train.device import select_device
 
     items = collect_inputs(inputs)
+    check_target(out, "--out", model_dir, items, example="output.csv")
     inference = SpeakerInference.load(model_dir, select_device(device))
     predictions = inference.predict(items, top_k)
     write_predictions(out, predictions)
     console.print(f"wrote {out} ({len(predictions)} predictions, top {min(top_k, len(inference.speakers))})",
                   highlight=False)
+
+
+def check_target(out: Path, option: str, model: Path, items: Sequence[InputItem], example: str | None = None) -> None:
+    """The output rule (:mod:`automel.outputs`) for a command that runs ``model`` on ``items``: ``out`` may not
+    be one of the input files, nor lie in the model folder or in a data set that the inputs come from."""
+    datasets = dict.fromkeys(item.inside for item in items if item.inside is not None)
+    check_output_file(out, option, inputs=[item.path for item in items],
+                      inside=[("the model folder", model), *(("the data set", root) for root in datasets)],
+                      example=example)

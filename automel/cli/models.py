@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,9 +19,11 @@ from automel.cli._common import (
     err_console,
     handle_errors,
     resolve_data,
+    seed_option,
     warn_plugin_failures,
 )
 from automel.errors import ConfigError, DataError
+from automel.outputs import Inside, check_output_file, check_output_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +44,7 @@ def train(
     valid_every: Annotated[int, typer.Option(min=1, help="Validate every N steps.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Run directory [default: <home>/runs/<name>-<time>].")] = None,
     device: DeviceOption = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for initialisation, batches and the split.")] = 0,
+    seed: Annotated[int, seed_option("Seed for initialisation, batches and the split.")] = 0,
     compile_model: Annotated[bool, typer.Option("--compile",
         help="torch.compile the model (worth it for long GPU runs).")] = False,
     deterministic: DeterministicOption = False,
@@ -79,6 +80,7 @@ def train(
     settings = with_banks(settings, params, noise, rir, work, resolve_home(home))
     name = preset or (config.stem if config else "simple")
     target = out or resolve_home(home) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_output_folder(target, "--out", inside=[("the data set", root)])  # a file in the way: one line, at once
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"{target}: already exists and is not empty; choose another --out")
     dataset = work.store.dataset
@@ -91,7 +93,9 @@ def train(
                                           on_progress=progress_hook(progress, task))
     rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
     run_dir = write_run_dir(target, model.state_dict(), record, metrics_lines(result), rows)
-    console.print(f"best valid accuracy [bold]{result.best_valid_acc:.2%}[/] at step {result.best_step} "
+    scored = ("valid accuracy" if work.scored_on == "valid" else
+              "training accuracy (no validation utterances: every speaker has one)")
+    console.print(f"best {scored} [bold]{result.best_valid_acc:.2%}[/] at step {result.best_step} "
                   f"({result.seconds:.0f} s) → {run_dir}", highlight=False)
     if limit_s is not None:
         ended = "annealed by the time limit" if result.schedule == "clock" else "all planned steps ran"
@@ -126,17 +130,17 @@ def _load_params(preset: str | None, config: Path | None) -> dict[str, Any]:
 
     params: dict[str, Any] = preset_params(preset or "simple") if preset or not config else {}
     if config is not None:
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{config}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{config}: not valid JSON ({exc})") from None
-        except OSError as exc:  # a folder, no permission
-            raise ConfigError(f"{config}: cannot read ({exc.strerror or exc})") from None
+        from automel.userjson import read_user_json
+
+        if config.is_dir():
+            raise ConfigError(f"{config}: cannot read a folder; give --config a JSON file of parameters")
+        data = read_user_json(config, ConfigError)  # depth, integer and string limits: one line, never a traceback
         if not isinstance(data, dict):
             raise ConfigError(f"{config}: must hold a JSON object of parameters")
-        params.update(data.get("params", data) if data.get("format") else data)
+        given = data.get("params", data) if data.get("format") else data
+        if not isinstance(given, dict):
+            raise ConfigError(f"{config}: 'params' must be a JSON object of parameters")
+        params.update(given)
     return params
 
 
@@ -180,12 +184,14 @@ def predict(
     from automel.train.device import select_device
     from automel.train.run import test_submission
 
-    _check_submission_target(out)  # before the model is loaded or a cache built
+    reads: list[Inside] = [("the model folder", run_dir)]
+    check_output_file(out, "--out", inside=reads, example="output.csv")  # before the model is loaded or a cache built
     check_adapt(adapt, auto=True)
     model, record = load_run(run_dir)
     root = data or Path(record.dataset.get("root", ""))
     if data is None and not root.is_dir():
         raise ConfigError(f"{run_dir}: its data set {root} is gone; pass --data")
+    check_output_file(out, "--out", inside=[*reads, ("the data set", root)])  # D/answers.csv would then score 100 %
     differ, detail = _speaker_difference(record.speakers, read_dataset(root).speakers)
     if differ and not allow_unknown_speakers:
         raise DataError(f"{root}: {differ} speakers differ from the model's in {run_dir} ({detail}); "
@@ -209,14 +215,6 @@ def predict(
     except OSError as exc:
         raise ConfigError(f"{out}: cannot write the submission ({exc.strerror or exc})") from None
     console.print(f"wrote {out} ({len(rows)} predictions)", highlight=False)
-
-
-def _check_submission_target(out: Path) -> None:
-    """``--out`` must name a file (new or to replace) in an existing folder; :class:`ConfigError` otherwise."""
-    if out.is_dir():
-        raise ConfigError(f"{out}: is a folder; give --out a file name, such as {out / 'output.csv'}")
-    if not out.parent.is_dir():
-        raise ConfigError(f"{out}: folder {out.parent} does not exist; create it first or choose another --out")
 
 
 def _speaker_difference(model: tuple[str, ...], data: tuple[str, ...]) -> tuple[int, str]:

@@ -18,15 +18,16 @@ from automel.cli._common import (
     handle_errors,
     interrupted_exit,
     quiet_optuna,
+    seed_option,
     warn_plugin_failures,
 )
 from automel.cli._output import FormatOption, output_format, print_table
+from automel.outputs import check_output_folder
 
 if TYPE_CHECKING:
     import optuna
 
     from automel.engine.job import SearchHooks
-    from automel.engine.leaderboard import LeaderboardRow
 
 StudyOption = Annotated[str | None, typer.Option("--study", help="Study name [default: derived from the data set].")]
 StorageOption = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL or journal:PATH [default: sqlite:///<home>/<study>.db].")]
@@ -77,7 +78,7 @@ def search(
              "trial.")] = None,
     device: DeviceOption = "auto",
     deterministic: DeterministicOption = False,
-    seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and the trials.")] = 0,
+    seed: Annotated[int, seed_option("Seed of the sampler, the split and the trials.")] = 0,
     keep: Annotated[int, typer.Option(min=1, help="Keep the weights of the best K trials only.")] = 5,
     formats: Annotated[str | None, typer.Option("--formats",
         help="Comma-separated deployable formats the export also gets: onnx, torchscript.")] = None,
@@ -90,6 +91,9 @@ def search(
         "data.")] = "test",
     noise: NoiseOption = None,
     rir: RirOption = None,
+    objective: Annotated[str | None, typer.Option("--objective", help="clean | robust: rank trials on "
+        "validation accuracy, or on its mean with the accuracy on copies heard through another channel and in "
+        "noise [default: a new study's clean, an old study's own].")] = None,
     home: HomeOption = None,
 ) -> None:
     """Search encoders, poolings, heads and their parameters within a time limit; refit and export the best."""
@@ -111,7 +115,7 @@ def search(
             pruner=pruner, portfolio=portfolio, device=device, seed=seed, keep=keep, steps_per_trial=steps_per_trial,
             workers=workers, formats=_names(formats) or (), max_params=max_params, max_latency_ms=max_latency_ms,
             deterministic=deterministic, create_dirs=create_dirs, grace_period=grace_period, hooks=_hooks(trials),
-            adapt=adapt, noise=noise, rir=rir)
+            adapt=adapt, noise=noise, rir=rir, objective=objective)
     except Interrupted as exc:  # Ctrl-C or SIGTERM: the running trial is failed with the reason; exit 130 or 143
         raise interrupted_exit(str(exc)) from None
     run = result.run
@@ -213,7 +217,7 @@ def export(
     storage: StorageOption = None,
     formats: Annotated[list[str] | None, typer.Option("--format",
         help="Also write the model as onnx (model.onnx) and/or torchscript (model.ts); repeatable or "
-             "comma-separated. ONNX needs the onnx extra: pip install 'automel\\[onnx]'.")] = None,
+             "comma-separated. ONNX needs the onnx extra: pip install 'automel[onnx]'.")] = None,
     model: Annotated[Path | None, typer.Option("--model",
         help="Write --format files of this run directory or export folder (into it, or into --out) "
              "instead of exporting a study's trial.")] = None,
@@ -224,74 +228,51 @@ def export(
         "to (see automel search --adapt).")] = "test",
     home: HomeOption = None,
 ) -> None:
-    """Export a trial: model.safetensors, config.json, a model card README.md and output.csv (and --format files)."""
+    """Export a trial: model.safetensors, config.json, a model card README.md and output.csv (and --format files).
+
+    A refit or ensemble export in the study's folder is kept unless --trial N asks to replace it: --format
+    alone then adds the deployable files to it and never changes its model.
+    """
     from automel.adapt import check_adapt
     from automel.exporting import require_formats
 
     chosen_formats = require_formats(formats)  # an unknown format or a missing extra fails before any work
     check_adapt(adapt)
     if model is not None:
-        _export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None or pareto)
-        return
-    from automel.engine.export import export_trial, pick_trial
-    from automel.engine.runner import load_study
-    from automel.home import resolve_home
+        from automel.cli._exports import export_folder
 
+        export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None or pareto)
+        return
+    from automel.cli._exports import keep_held, pareto_front, print_front, study_reads
+    from automel.engine.export import export_trial, held_export, pick_trial
+    from automel.engine.runner import load_study
+    from automel.home import resolve_home, study_dir
+
+    if out is not None:
+        check_output_folder(out, "--out")  # a file in the way fails before the study is read
     where = resolve_home(home)
     loaded = load_study(where, study, storage)
     if pareto:
-        front = _pareto_front(loaded, trial)
+        front = pareto_front(loaded, trial)
         if trial is None:
-            _print_front(front)
+            print_front(front)
             return
+    if out is not None:
+        check_output_folder(out, "--out", inside=study_reads(loaded, where, data))
+        chosen = pick_trial(loaded, trial)
+        path, valid_acc = export_trial(loaded, where, chosen, out, data_root=data, formats=chosen_formats, adapt=adapt)
+        console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
+        return
+    target = study_dir(where, loaded.study_name) / "best"
+    held = held_export(target)
+    if trial is None and held is not None and keep_held(loaded, held, target, chosen_formats):
+        return
     chosen = pick_trial(loaded, trial)
-    target = out or where / loaded.study_name / "best"
-    path, valid_acc = export_trial(loaded, where, chosen, target, replace=out is None, data_root=data,
+    path, valid_acc = export_trial(loaded, where, chosen, target, replace=True, data_root=data,
                                    formats=chosen_formats, adapt=adapt)
     console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
-
-
-def _pareto_front(study: optuna.Study, trial: int | None) -> list[LeaderboardRow]:
-    """The study's accuracy × size front; :class:`StudyError` if it is empty or ``trial`` is not on it."""
-    from automel.engine.leaderboard import front_rows
-    from automel.errors import StudyError
-
-    front = front_rows(study)
-    if not front:
-        raise StudyError(f"study '{study.study_name}' has no completed trial with a recorded size: no Pareto front")
-    if trial is not None and trial not in {row.trial for row in front}:
-        raise StudyError(f"trial {trial} is not on the Pareto front of study '{study.study_name}' (its trials: "
-                         f"{', '.join(str(row.trial) for row in front)})")
-    return front
-
-
-def _print_front(front: list[LeaderboardRow]) -> None:
-    from rich.table import Table
-
-    from automel.engine.leaderboard import format_size
-
-    table = Table(title="Pareto front: accuracy × size (export one with --trial N)", title_justify="left")
-    for column in ("trial", "encoder", "pooling", "head", "valid acc", "params", "ms/3 s"):
-        table.add_column(column)
-    for row in front:
-        table.add_row(str(row.trial), row.encoder, row.pooling, row.head, f"{row.valid_acc:.2%}",
-                      format_size(row.n_params), "" if row.latency_ms is None else f"{row.latency_ms:.1f}")
-    print_table(table)
-
-
-def _export_folder(folder: Path, out: Path | None, formats: tuple[str, ...], given_study: bool) -> None:
-    """``automel export --model DIR --format F``: deployable files of a run directory or export folder."""
-    from automel.errors import ConfigError
-    from automel.exporting import describe, export_model
-    from automel.runs import load_run
-
-    if given_study:
-        raise ConfigError("--model exports a folder, --study/--trial a study's trial: give one or the other")
-    if not formats:
-        raise ConfigError("--model needs --format onnx and/or torchscript (the folder already holds the weights)")
-    loaded, record = load_run(folder)
-    written = export_model(loaded, out or folder, formats, record.n_mels, what=f"{folder} ({describe(record.params)})")
-    console.print(f"exported {', '.join(str(p) for p in written.values())}", highlight=False, soft_wrap=True)
+    if held is not None and held.retrained:
+        console.print(f"replaced {held.describe()} with trial {chosen.number}", highlight=False)
 
 
 def studies(home: HomeOption = None, output: FormatOption = "table") -> None:

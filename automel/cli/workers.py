@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from automel.cli._common import (
     DeviceOption,
@@ -48,12 +49,15 @@ def worker(
     home: HomeOption = None,
 ) -> None:
     """Join an existing study and run its trials beside other workers (on this or other machines)."""
+    from automel.engine.parallel import STORAGE_ENV
     from automel.engine.runner import SearchEvents, run_trials
     from automel.engine.study import default_storage
     from automel.engine.worker import open_worker, study_is_done
     from automel.home import resolve_home
+    from automel.redact import redact
 
     where = resolve_home(home)
+    storage = storage or os.environ.pop(STORAGE_ENV, None)  # from `search --workers`: kept off the command line
     url = storage or default_storage(where, study)
     if storage is None and not (where / f"{study}.db").exists():
         from automel.errors import StudyError
@@ -62,7 +66,7 @@ def worker(
     quiet_optuna()
     warn_plugin_failures()
     opened, options = open_worker(where, study, url, data, device, trials, grace_period, worker_index, timeout)
-    console.print(f"worker {os.getpid()} joined study [bold]{study}[/] ({url}) on {device}: target "
+    console.print(f"worker {os.getpid()} joined study [bold]{study}[/] ({escape(redact(url))}) on {device}: target "
                   f"{options.trials} finished trials", highlight=False, soft_wrap=True)
     outcome = run_trials(opened, where, options, SearchEvents(on_trial_end=_print_trial(options.trials)))
     counts = outcome.counts

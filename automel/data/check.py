@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from automel.data.features import load_utterance
-from automel.data.layout import scan_dataset
+from automel.data.layout import MAPPING, scan_dataset
 from automel.errors import DataError
 
 FRAMES_PER_SECOND = 100  # 10 ms hop
@@ -27,6 +27,7 @@ class CheckReport:
     shortest: tuple[str, int] | None = None
     longest: tuple[str, int] | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # valid, but worth a line: see formula_warning
 
     @property
     def ok(self) -> bool:
@@ -64,6 +65,7 @@ def check_dataset(root: Path, on_progress: Callable[[int, int], None] | None = N
     if dataset is None:
         return report
     report.kind = dataset.kind
+    report.warnings += formula_warning(root, dataset.speakers)
     report.speakers = len({u.speaker for u in dataset.train} | set(dataset.speakers))
     items = [(u, False) for u in dataset.train] + [(u, True) for u in dataset.test]
     lengths: dict[str, int] = {}
@@ -81,3 +83,21 @@ def check_dataset(root: Path, on_progress: Callable[[int, int], None] | None = N
         report.shortest = min(lengths.items(), key=lambda kv: kv[1])
         report.longest = max(lengths.items(), key=lambda kv: kv[1])
     return report
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets take for the start of a formula (OWASP)
+
+
+def formula_warning(root: Path, speakers: tuple[str, ...]) -> list[str]:
+    """One warning when speaker names start like a spreadsheet formula (``=1+2``, ``@SUM(...)``).
+
+    Such a name reaches ``output.csv`` as it is: the submission must match the answer key byte for byte, so
+    automel never rewrites names (no ``'`` prefix). Whoever opens the CSV in a spreadsheet runs the cell;
+    ``data check`` says so, the data set stays valid.
+    """
+    risky = [s for s in speakers if s.startswith(FORMULA_STARTS)]
+    if not risky:
+        return []
+    shown = ", ".join(repr(s) for s in risky[:3]) + (f" and {len(risky) - 3} more" if len(risky) > 3 else "")
+    return [f"{root / MAPPING}: {len(risky)} speaker name(s) start like a spreadsheet formula ({shown}); they "
+            "reach output.csv unchanged (Kaggle needs the exact names), so open it as text, not in a spreadsheet"]

@@ -26,6 +26,10 @@ from automel.data.layout import Utterance
 from automel.errors import DataError
 
 _CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x1f\x7f]")
+# Log-mel values are logs (or decibels) of energies: HW4's sit near 15, kaldi's floor is about -16 and dB
+# scales reach a few hundred. A value beyond this is no log-mel at all (raw power, a scaling bug, an
+# attack), and squaring it inside a model overflows float32 into NaN outputs, so it is refused here.
+FEATURE_LIMIT = 1e4
 
 
 def load_utterance(root: Path, utterance: Utterance, n_mels: int) -> np.ndarray:
@@ -71,9 +75,14 @@ def checked_features(obj: object, n_mels: int, where: str) -> np.ndarray:
     import torch
 
     if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "fiub":  # object, string, complex, records: torch.from_numpy cannot take them
+            raise DataError(f"{where}: array has dtype {obj.dtype}, expected a float array (T, {n_mels})")
         obj = torch.from_numpy(obj)
     if not isinstance(obj, torch.Tensor):
         raise DataError(f"{where}: holds a {type(obj).__name__}, not a tensor")
+    if obj.is_meta or obj.layout != torch.strided:
+        kind = "meta tensor (shape only, no values)" if obj.is_meta else f"{obj.layout} tensor"
+        raise DataError(f"{where}: a {kind}; give a dense tensor that holds its values")
     if not obj.is_floating_point():
         raise DataError(f"{where}: tensor has dtype {obj.dtype}, expected a float tensor")
     if obj.ndim != 2 or obj.shape[1] != n_mels or obj.shape[0] == 0:
@@ -81,6 +90,10 @@ def checked_features(obj: object, n_mels: int, where: str) -> np.ndarray:
     array = obj.detach().cpu().to(torch.float32).numpy()
     if not np.isfinite(array).all():
         raise DataError(f"{where}: contains NaN or inf values")
+    peak = float(np.abs(array).max())
+    if peak > FEATURE_LIMIT:
+        raise DataError(f"{where}: values reach {peak:.3g}, outside any plausible log-mel range "
+                        f"(|x| <= {FEATURE_LIMIT:g}); are these log-mel features?")
     return array
 
 

@@ -23,8 +23,12 @@ from typing import Any
 import numpy as np
 
 from automel.errors import DataError
+from automel.userjson import read_user_json, shorten
 
 METADATA, MAPPING, TESTDATA, ANSWERS = "metadata.json", "mapping.json", "testdata.json", "answers.csv"
+# Far beyond any real data set, and small enough that sizes computed from them never overflow: 4,096 mel
+# bins (HW4 uses 40), 10**8 frames (11.6 days at a 10 ms hop) per utterance.
+MAX_N_MELS, MAX_MEL_LEN = 4096, 10**8
 
 
 @dataclass(frozen=True)
@@ -61,15 +65,9 @@ class Hw4Dataset:
 
 
 def read_json(path: Path) -> Any:
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    """A data set's JSON file, read within :mod:`automel.userjson`'s limits (depth, integer size, valid
+    strings): a hostile file is one :class:`DataError` naming the file and the field, never a traceback."""
+    return read_user_json(path, DataError)
 
 
 def read_dataset(root: Path) -> Hw4Dataset:
@@ -107,8 +105,10 @@ def scan_dataset(root: Path) -> tuple[Hw4Dataset | None, list[str]]:
         return None, [str(exc)]
     n_mels = meta.get("n_mels") if isinstance(meta, dict) else None
     speakers_meta = meta.get("speakers") if isinstance(meta, dict) else None
-    if not isinstance(n_mels, int) or isinstance(n_mels, bool) or n_mels < 1 or not isinstance(speakers_meta, dict):
-        return None, [f"{root / METADATA}: needs 'n_mels' (a positive integer) and 'speakers' (an object)"]
+    if not isinstance(n_mels, int) or isinstance(n_mels, bool) or not 1 <= n_mels <= MAX_N_MELS \
+            or not isinstance(speakers_meta, dict):
+        return None, [f"{root / METADATA}: needs 'n_mels' (an integer from 1 to {MAX_N_MELS}) and 'speakers' "
+                      f"(an object); n_mels is {shorten(repr(n_mels), 40)}"]
     problems: list[str] = []
     speakers = _scan_mapping(root / MAPPING, mapping, list(speakers_meta), problems)
     if not speakers_meta:
@@ -137,9 +137,14 @@ def _scan_mapping(path: Path, mapping: Any, in_metadata: list[str], problems: li
     if not isinstance(id2speaker, dict):
         problems.append(f"{path}: missing 'id2speaker'")
         return tuple(in_metadata)
-    by_id = sorted((int(k), str(v)) for k, v in id2speaker.items() if _is_id(k))
+    bad = [k for k, v in id2speaker.items() if not isinstance(v, str) or not _plain_speaker(v)]
+    problems += [f"{path}: id2speaker[{shorten(k)!r}] must be a speaker name (a string without control "
+                 f"characters), not {shorten(repr(id2speaker[k]))}" for k in bad[:3]]
+    by_id = sorted((int(k), v) for k, v in id2speaker.items() if _is_id(k) and k not in bad)
     if [i for i, _ in by_id] != list(range(len(id2speaker))):
-        problems.append(f"{path}: speaker ids are not 0..{len(id2speaker) - 1} (id2speaker keys, written as strings)")
+        odd = next((k for k in id2speaker if not _is_id(k)), None)
+        problems.append(f"{path}: speaker ids are not 0..{len(id2speaker) - 1} (id2speaker keys, written as strings)"
+                        + (f"; key {shorten(odd)!r} is not one" if odd is not None else ""))
     names = Counter(s for _, s in by_id)
     problems += [f"{path}: speaker {s!r} has {n} ids in id2speaker" for s, n in names.items() if n > 1]
     speaker2id = mapping.get("speaker2id")
@@ -156,8 +161,14 @@ def _scan_mapping(path: Path, mapping: Any, in_metadata: list[str], problems: li
 
 
 def _is_id(key: str) -> bool:
-    """``"0"``, ``"17"``: ASCII digits without a sign or leading zeros, as ``str(int)`` writes them."""
-    return key.isascii() and key.isdecimal() and key == str(int(key))
+    """``"0"``, ``"17"``: ASCII digits without a sign or leading zeros, as ``str(int)`` writes them (at most
+    9 digits: no data set has a billion speakers, and ``int`` of 5,000 digits would raise)."""
+    return 0 < len(key) <= 9 and key.isascii() and key.isdecimal() and key == str(int(key))
+
+
+def _plain_speaker(name: str) -> bool:
+    """A speaker name goes into output.csv and one-line messages: no NUL, newline or other control character."""
+    return bool(name) and not any(ord(c) < 32 or ord(c) == 127 for c in name)
 
 
 def _scan_utterances(items: list[Any], source: Path, speaker: str | None, problems: list[str]) -> list[Utterance]:
@@ -167,11 +178,15 @@ def _scan_utterances(items: list[Any], source: Path, speaker: str | None, proble
         if not isinstance(name, str):
             problems.append(f"{source}: an utterance entry has no 'feature_path': {item!r}"[:300])
         elif not is_plain_name(name):
-            problems.append(f"{source}: feature_path {name!r} must be a file name inside the data set")
+            problems.append(f"{source}: feature_path {shorten(name)!r} must be a file name inside the data set, "
+                            "without control characters")
         elif not _is_int(item.get("mel_len")):
             problems.append(f"{source}: {name} has no integer 'mel_len'")
         elif item["mel_len"] < 1:
             problems.append(f"{source}: {name} has mel_len {item['mel_len']}; it must be at least 1")
+        elif item["mel_len"] > MAX_MEL_LEN:
+            problems.append(f"{source}: {name} has mel_len {item['mel_len']}; it must be at most {MAX_MEL_LEN:,} "
+                            "(11 days of frames)")
         else:
             utterances.append(Utterance(name, item["mel_len"], speaker))
     return utterances
@@ -209,8 +224,10 @@ def _listed_twice(root: Path, train: list[Utterance], test: list[Utterance]) -> 
 
 
 def is_plain_name(name: str) -> bool:
-    """HW4 feature paths are bare file names: no folders, no ``..``, nothing absolute."""
-    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+    """HW4 feature paths are bare file names: no folders, no ``..``, nothing absolute, no NUL or other
+    control character (a NUL ends every system call on the path; a newline breaks every message)."""
+    return (bool(name) and len(name) <= 255 and "/" not in name and "\\" not in name and name not in (".", "..")
+            and not any(ord(c) < 32 or ord(c) == 127 for c in name))
 
 
 def read_answers(path: Path) -> dict[str, str]:

@@ -56,18 +56,30 @@ QUALITIES: dict[str, Quality] = {
 }
 DEFAULT_QUALITY = "balanced"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
+MAX_TIME_LIMIT_S = 30 * 24 * 3600.0  # 30 days: longer is a typo, and beyond float's exact seconds anyway
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?)\s*(s|sec|m|min|h|hr)?\s*$",
+                       re.IGNORECASE)
 _UNIT_S = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
 
 
-def parse_duration(text: str, what: str = "--time-limit") -> float:
-    """Seconds in ``90s``, ``30m``, ``2h``, ``1.5h`` or plain ``600``; :class:`ConfigError` otherwise."""
-    match = _DURATION.match(str(text))
-    if match is None:
-        raise ConfigError(f"{what} {text!r} is not a duration (use e.g. 90s, 30m, 2h or plain seconds)")
-    seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"{what} {text!r} must be longer than zero")
+def parse_duration(text: str | float, what: str = "--time-limit") -> float:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1.5h``, plain ``600`` (or a number of seconds); at most
+    :data:`MAX_TIME_LIMIT_S`. :class:`ConfigError` otherwise, quoting the value as the user gave it."""
+    shown = repr(text) if isinstance(text, str) else format(text, "g") if isinstance(text, float) else str(text)
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ConfigError(f"{what} {shown} is not a duration (use e.g. 90s, 30m, 2h or plain seconds)")
+    if isinstance(text, str):
+        match = _DURATION.match(text)
+        if match is None:
+            raise ConfigError(f"{what} {shown} is not a duration (use e.g. 90s, 30m, 2h or plain seconds)")
+        seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
+    else:
+        seconds = float(text)
+    if math.isnan(seconds) or seconds <= 0:
+        raise ConfigError(f"{what} {shown} must be longer than zero")
+    if seconds > MAX_TIME_LIMIT_S:
+        raise ConfigError(f"{what} {shown} is longer than the longest allowed ({MAX_TIME_LIMIT_S / 86400:g} days); "
+                          "give a shorter one")
     return seconds
 
 

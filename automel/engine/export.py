@@ -9,6 +9,7 @@ import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,51 @@ def exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def _exported(out: Path) -> tuple[str, int] | None:
+    held = held_export(out)
+    return (held.study, held.trial) if held is not None else None
+
+
+@dataclass(frozen=True)
+class HeldExport:
+    """What an export folder holds, from its ``export.json``: whose, from which trial, and of what kind
+    (``trial``: the trial's own weights, which can be exported again at will; ``refit`` or ``ensemble``:
+    the result of retraining, which only an explicit request may replace)."""
+
+    study: str
+    trial: int
+    kind: str
+    members: tuple[int, ...] = ()
+
+    @property
+    def retrained(self) -> bool:
+        return self.kind != "trial"
+
+    def describe(self) -> str:
+        if self.kind == "ensemble" and self.members:
+            return f"the ensemble export of trials {', '.join(map(str, self.members))}"
+        return f"the {self.kind} export of trial {self.trial}"
+
+
+def held_export(out: Path) -> HeldExport | None:
+    """What ``out`` holds (:class:`HeldExport`), or None when it holds no readable export."""
     try:
-        info = json.loads((out / EXPORT_INFO).read_text(encoding="utf-8"))
-        return str(info["study"]), int(info["trial"])
-    except (OSError, ValueError, KeyError, TypeError):
+        info = json.loads((Path(out) / EXPORT_INFO).read_text(encoding="utf-8"))
+        members = tuple(int(m["trial"]) for m in info.get("members") or () if isinstance(m, dict) and "trial" in m)
+        return HeldExport(str(info["study"]), int(info["trial"]), str(info.get("kind", "trial")), members)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
+
+
+def add_formats(folder: Path, formats: Sequence[str]) -> dict[str, Path]:
+    """Write the deployable ``formats`` of the export in ``folder`` beside its weights, which stay as they are.
+
+    Adding a format never changes the model: ``model.safetensors``, ``config.json`` and ``export.json`` are
+    only read. All formats or none are added (:func:`automel.exporting.export_model`).
+    """
+    from automel.exporting import export_model
+
+    loaded, record = load_run(folder)
+    return export_model(loaded, folder, formats, record.n_mels, what=f"{folder} ({describe(record.params)})")
 
 
 def study_workspace(study: optuna.Study, home: Path, data_root: Path | None = None) -> Workspace:

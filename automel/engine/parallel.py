@@ -20,6 +20,7 @@ from pathlib import Path
 from automel.engine.runner import OpenedSearch, SearchOptions
 from automel.errors import StudyError, Terminated
 
+STORAGE_ENV = "AUTOMEL_WORKER_STORAGE"  # the storage URL, handed to workers out of sight of `ps`
 STOP_GRACE_S = 30.0  # after Ctrl-C, how long workers get to record their interrupted trials
 
 
@@ -43,9 +44,41 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // workers)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as a container or ``taskset`` limits it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_workers(workers: int, device: str, cores: int | None = None) -> tuple[int, str | None]:
+    """How many worker processes to start on ``device``, and why fewer than ``workers`` (None: as asked).
+
+    On a CPU each worker needs a core of its own: more workers than cores each get a slice of one, start
+    slower (each imports PyTorch and opens the study) and finish fewer trials in the same time than fewer
+    workers would; with a short time limit, none. So they are capped at the cores.
+    """
+    from automel.train.device import select_device
+
+    if select_device(device).type != "cpu":
+        return workers, None
+    cores = cores or usable_cores()
+    if workers <= cores:
+        return workers, None
+    return cores, (f"--workers {workers}: this machine gives {cores} CPU core{'s' if cores > 1 else ''}; running "
+                   f"{cores} worker{'s' if cores > 1 else ''}, one a core (more would share the cores and finish "
+                   "fewer trials)")
+
+
 def launch_workers(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int,
                    data_root: Path) -> list[Worker]:
-    """Start ``workers`` processes of ``automel worker`` on the opened study; their output goes to log files."""
+    """Start ``workers`` processes of ``automel worker`` on the opened study; their output goes to log files.
+
+    The storage URL travels in the workers' environment (:data:`STORAGE_ENV`), not on their command lines:
+    it may carry a database password, and every user of the machine can read command lines (``ps``), while
+    a process's environment is readable by its owner alone.
+    """
     import torch
 
     if workers < 1:
@@ -58,9 +91,9 @@ def launch_workers(opened: OpenedSearch, home: Path, options: SearchOptions, wor
     for index, device in enumerate(devices):
         log = logs / f"worker-{index}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "AUTOMEL_HOME": str(home)}
+               "AUTOMEL_HOME": str(home), STORAGE_ENV: opened.url}
         command = [sys.executable, "-m", "automel", "worker", "--study", opened.study.study_name,
-                   "--storage", opened.url, "--data", str(data_root), "--device", device, "--home", str(home),
+                   "--data", str(data_root), "--device", device, "--home", str(home),
                    "--no-export", "--worker-index", str(index + 1), "--grace-period", str(options.grace_period)]
         if options.timeout is not None:
             command += ["--timeout", str(options.timeout)]

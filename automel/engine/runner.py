@@ -40,10 +40,12 @@ from automel.engine.study import (
     make_pruner,
     make_sampler,
     open_storage,
+    storage_file,
     study_name_for,
 )
 from automel.errors import ConfigError, DataError, PluginError, StudyError
 from automel.home import check_study_name
+from automel.redact import redact
 from automel.registry import Registry, default_registry
 from automel.train.device import select_device
 from automel.train.run import Workspace, open_workspace
@@ -358,7 +360,10 @@ def load_study(home: Path, study: str | None, storage: str | None) -> optuna.Stu
     url = storage or default_storage(home, study)
     if storage is None and not (home / f"{study}.db").exists():
         raise StudyError(f"no study '{study}' in {home} (run `automel studies` to list them)")
+    held_in = storage_file(url) if storage is not None else None
+    if held_in is not None and not held_in.exists():  # reading a study never creates its file
+        raise StudyError(redact(f"storage {url} does not exist: no study '{study}' there"))
     try:
         return optuna.load_study(study_name=study, storage=open_storage(url, heartbeat=False))
     except KeyError:
-        raise StudyError(f"storage {url} has no study '{study}'") from None
+        raise StudyError(redact(f"storage {url} has no study '{study}'")) from None

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,12 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from automel.data.store import FeatureStore, fingerprint_dataset
 from automel.engine.journal import HeartbeatJournalStorage, journal_path
 from automel.errors import ConfigError, StudyError
 from automel.home import MAX_STUDY_NAME, check_study_name, study_dir
+from automel.redact import redact
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # a RUNNING trial silent for this long belongs to a dead process: FAIL it and retry
@@ -73,6 +73,10 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
     of a SQLite database or a journal must exist: a typo in the path is refused rather than answered with a
     new, empty study somewhere else. ``create_dirs`` creates it instead (the home's own default storage,
     ``automel search --create-dirs``).
+
+    Without ``heartbeat`` the storage is opened to read (``studies``, ``show``, ``export``, a worker's first
+    look): an existing SQLite file must then already hold Optuna's tables. An empty (0-byte) or foreign
+    file is an error naming it, and is left as it was: a read never writes a schema into it.
     """
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -92,11 +96,15 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
         _need_postgres_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
         check_storage_folder(url, create_dirs)
+        database = _sqlite_database(url)
+        if database is not None:  # this engine's own connections get the pragmas; no other engine does
+            engine_kwargs["creator"] = _sqlite_creator(database)
+        else:
+            engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        if not heartbeat:
+            _check_study_database(url)
     try:
-        if url.startswith("sqlite"):
-            _listen_sqlite()
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             for attempt in range(CREATE_RACE_RETRIES):
@@ -109,7 +117,12 @@ def open_storage(url: str, heartbeat: bool = True, grace_period: int = GRACE_PER
                     time.sleep(0.5 * (attempt + 1))
             return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
-        raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+        raise cannot_open(url, (str(exc).splitlines() or [type(exc).__name__])[0]) from None
+
+
+def cannot_open(url: str, why: str) -> StudyError:
+    """The one error of an unusable storage: its URL, with any password masked (:func:`redact`), and why."""
+    return StudyError(redact(f"cannot open storage {url}: {why}"))
 
 
 CREATE_RACE_RETRIES = 3
@@ -136,6 +149,34 @@ def _sqlite_database(url: str) -> Path | None:
     return Path(database)
 
 
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal storage URL; None for a server (PostgreSQL) or memory."""
+    return journal_path(url) if url.startswith("journal:") else (
+        _sqlite_database(url) if url.startswith("sqlite") else None)
+
+
+def _check_study_database(url: str) -> None:
+    """A SQLite study database that exists and holds Optuna's tables, read without writing a byte (a
+    read-only connection); else :func:`cannot_open` saying what the file is."""
+    path = _sqlite_database(url)
+    if path is None or not path.exists():
+        return  # a new database: the library may create a study in it (``optuna.create_study``)
+    if not path.is_file():
+        raise cannot_open(url, f"{path} is not a file")
+    if path.stat().st_size == 0:
+        raise cannot_open(url, f"{path} is empty (0 bytes): no study in it")
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise cannot_open(url, f"{path} is not a readable SQLite database ({exc})") from None
+    if not {"studies", "trials"} <= tables:
+        raise cannot_open(url, f"{path} is a SQLite database without Optuna's tables: not a study database")
+
+
 def check_storage_folder(url: str, create: bool = False) -> None:
     """Refuse a SQLite or journal storage whose folder does not exist (most likely a typo: a new, empty
     study would start there), or create the folder when ``create``. Other URLs pass."""
@@ -153,16 +194,16 @@ def _need_folder(url: str, folder: Path, create: bool) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StudyError(f"cannot open storage {url}: cannot create folder {folder}: {exc.strerror}") from None
+            raise cannot_open(url, f"cannot create folder {folder}: {exc.strerror}") from None
         return
-    raise StudyError(f"cannot open storage {url}: folder {folder} does not exist "
+    raise cannot_open(url, f"folder {folder} does not exist "
                      f"(a typo? `automel search --create-dirs` creates it)")
 
 
 def _open_journal(url: str, path: Path, heartbeat: dict[str, Any], create_dirs: bool = False
                   ) -> HeartbeatJournalStorage:
     if not path.name or path.is_dir():
-        raise StudyError(f"cannot open storage {url}: journal:PATH needs a file path (e.g. journal:studies/s.log)")
+        raise cannot_open(url, "journal:PATH needs a file path (e.g. journal:studies/s.log)")
     check_storage_folder(url, create_dirs)
     try:
         _check_journal_head(path)
@@ -170,7 +211,7 @@ def _open_journal(url: str, path: Path, heartbeat: dict[str, Any], create_dirs: 
         storage = HeartbeatJournalStorage(path, heartbeat.get("heartbeat_interval"), heartbeat.get("grace_period"),
                                           heartbeat.get("heartbeat_stale_trial_callback"))
     except Exception as exc:  # the user needs the file and the reason
-        raise StudyError(f"cannot open storage {url}: not a readable Optuna journal "
+        raise cannot_open(url, f"not a readable Optuna journal "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return storage
 
@@ -191,24 +232,24 @@ def _need_postgres_driver(url: str) -> None:
     try:
         __import__(driver)
     except ImportError:
-        raise StudyError(f"cannot open storage {url}: the PostgreSQL driver '{driver}' is not installed; "
+        raise cannot_open(url, f"the PostgreSQL driver '{driver}' is not installed; "
                          f"pip install 'automel[postgres]' and use postgresql+psycopg://…") from None
 
 
 
-_listening = False
+def _sqlite_creator(database: Path) -> Callable[[], sqlite3.Connection]:
+    """Connections to ``database`` for automel's own engine, each set up by :func:`_sqlite_pragmas`.
 
+    Through ``create_engine(creator=...)``, not a listener on SQLAlchemy's ``Engine`` class: that would
+    switch every SQLite database the process opens (a notebook's own) to WAL, which is stored in the file.
+    ``check_same_thread`` is off as SQLAlchemy sets it for its pool: the heartbeat thread reuses connections.
+    """
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(str(database), timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+        _sqlite_pragmas(connection, None)
+        return connection
 
-def _listen_sqlite() -> None:
-    global _listening
-    if not _listening:
-        event.listen(Engine, "connect", _sqlite_connect)
-        _listening = True
-
-
-def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
-    if type(dbapi_connection).__module__.startswith("sqlite3"):
-        _sqlite_pragmas(dbapi_connection, record)
+    return connect
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -234,6 +275,10 @@ def trial_seed(seed: int, number: int, salt: int = 0) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+# The GP sampler's kernel fits of the last trial (objective, constraints): the next fit starts from them.
+GP_WARM_START = ("_gprs_cache_list", "_constraints_gprs_cache_list")
+
+
 class TrialSeededSampler(optuna.samplers.BaseSampler):
     """The sampler ``name``, seeded afresh for every trial from ``(seed, trial number, salt)``.
 
@@ -252,7 +297,8 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
 
     ``salt`` separates further (a worker's index); 0 leaves a plain search reproducible. Before each trial
     the inner sampler is rebuilt; every sampler used here keeps its state in the study (CMA-ES) or rebuilds it
-    from the trials (TPE, GP, random), so only the GP's warm start of its kernel fit is lost.
+    from the trials (TPE, GP, random). The GP's one piece of state across trials, the kernel fit it starts
+    the next fit from (a warm start, :data:`GP_WARM_START`), is handed from the old inner sampler to the new.
     """
 
     def __init__(self, name: str, seed: int, salt: int = 0) -> None:
@@ -260,7 +306,11 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         self._inner = make_sampler(name, trial_seed(seed, -1, salt))  # -1: before any trial; checks the name
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        previous = self._inner
         self._inner = make_sampler(self.name, trial_seed(self.seed, trial.number, self.salt))
+        for name in GP_WARM_START:  # private in Optuna 5 (GPSampler); absent elsewhere: then nothing to carry
+            if getattr(previous, name, None) is not None and hasattr(self._inner, name):
+                setattr(self._inner, name, getattr(previous, name))
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:

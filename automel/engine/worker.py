@@ -9,7 +9,6 @@ so no trial is sampled, counted or exported twice.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import optuna
@@ -19,6 +18,7 @@ from automel.engine.runner import OpenedSearch, SearchOptions, attach_study
 from automel.engine.study import GRACE_PERIOD, adopt_content_id, open_storage
 from automel.errors import StudyError
 from automel.home import check_study_name
+from automel.redact import redact
 from automel.registry import Registry, default_registry
 from automel.train.device import select_device
 from automel.train.run import open_workspace
@@ -31,7 +31,10 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     """Load study ``name`` from ``url`` with the search it was created for; check the data set is the same.
 
     ``data`` points at this machine's copy of the study's data set when it does not lie at the recorded
-    root. ``salt`` seeds this worker's sampler apart from the others' (default: the process id).
+    root. ``salt`` seeds this worker's sampler apart from the others' (default 0). The process id
+    is not needed and was dropped: :class:`~automel.engine.study.TrialSeededSampler` seeds each trial from
+    its number, which the storage hands out once, so two workers never draw from one seed; and without a
+    process id in it, a seeded worker draws trial *n* from the same seed each time, as a plain search does.
     ``registry`` (default: :func:`default_registry`, the installed plugins) must hold every plugin the
     study's space names; the worker's trials sample and build from it.
     """
@@ -54,7 +57,7 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     options = SearchOptions(trials=engine.target, study=name, storage=url, steps_per_trial=record.steps_per_trial,
                             sampler=engine.sampler, pruner=engine.pruner, device=device, seed=engine.seed,
                             keep=engine.keep, grace_period=grace_period, limit=limit, timeout=timeout,
-                            sampler_salt=os.getpid() if salt is None else salt)
+                            sampler_salt=0 if salt is None else salt)
     study = attach_study(url, name, options, record.steps_per_trial, create=False)
     opened = OpenedSearch(study, work, record.space, url, record.steps_per_trial, record.scale, engine.pruner,
                           registry)
@@ -65,8 +68,8 @@ def _load(url: str, name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
     except KeyError:
-        raise StudyError(f"storage {url} has no study '{name}'; "
-                         f"start it with `automel search --study {name}`") from None
+        raise StudyError(redact(f"storage {url} has no study '{name}'; "
+                                f"start it with `automel search --study {name}`")) from None
 
 
 def study_is_done(study: optuna.Study, target: int) -> bool:

@@ -23,6 +23,7 @@ PARALLEL_AXES = 8  # the components and the most important other parameters
 NAMED_SPEAKERS = 40  # beyond this many speakers the axes leave the names off (hovering still shows them)
 PAIRED_SPEAKERS = 30  # beyond this many speakers the confusion matrix gives way to the most-confused pairs
 BLUE, GREY, ORANGE = "#1f77b4", "#9a9a9a", "#ff7f0e"
+PNG_LABEL_CHARS = 18  # a speaker's name on a PNG axis is cut to this many characters (the HTML shows it whole)
 
 
 @dataclass
@@ -76,3 +77,12 @@ def label_axes(ax: Any, xlabel: str | None, ylabel: str | None, percent: bool = 
     if percent:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
+
+
+def png_label(name: str, width: int = PNG_LABEL_CHARS) -> str:
+    """``name`` as a PNG tick label: cut to ``width`` characters with an ellipsis, so long names fit the
+    figure instead of being clipped, and with ``$`` escaped, which matplotlib would read as mathtext."""
+    text = " ".join(str(name).split())  # a line break or tab would stretch the axis
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return text.replace("$", r"\$")

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from automel.report.common import BLUE, METRIC, NAMED_SPEAKERS, PAIRED_SPEAKERS, Section, label_axes, png_figure
+from automel.report.common import (
+    BLUE,
+    METRIC,
+    NAMED_SPEAKERS,
+    PAIRED_SPEAKERS,
+    Section,
+    label_axes,
+    png_figure,
+    png_label,
+)
 
 if TYPE_CHECKING:
     from automel.report.model import Validation
@@ -72,8 +81,9 @@ def _heatmap(validation: Validation, where: str) -> Section:
     image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
     png.colorbar(image, ax=ax, label="utterances")
     if n <= NAMED_SPEAKERS:
-        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), names, fontsize=7)
+        labels = [png_label(name) for name in names]
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel("predicted speaker")
     ax.set_ylabel("true speaker")
     return Section("confusion", f"Confusion matrix: {validation.model}",
@@ -105,7 +115,8 @@ def _pairs(validation: Validation, where: str) -> Section:
     png.suptitle(validation.caption)
     ax = png.add_subplot()
     ax.axis("off")
-    table = ax.table(cellText=rows, colLabels=list(_PAIR_COLUMNS), bbox=Bbox.from_bounds(0, 0, 1, 1), cellLoc="left")
+    cells = [[png_label(cell, 28) for cell in row] for row in rows]
+    table = ax.table(cellText=cells, colLabels=list(_PAIR_COLUMNS), bbox=Bbox.from_bounds(0, 0, 1, 1), cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     n = len(validation.speakers)
@@ -133,7 +144,7 @@ def per_speaker_section(validation: Validation, where: str) -> Section:
     ax = png.add_subplot()
     ax.bar(range(len(names)), accuracy[order], color=BLUE)
     if len(names) <= NAMED_SPEAKERS:
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_xticks(range(len(names)), [png_label(name) for name in names], rotation=90, fontsize=7)
     ax.set_ylim(0, 1.02)
     label_axes(ax, "speaker (worst first)", METRIC, percent=True)
     return Section("speakers", f"Accuracy per speaker: {validation.model}",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 import os
 import shutil
-import tempfile
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ import optuna
 
 from automel.engine.runner import state_counts
 from automel.errors import ConfigError
+from automel.files import owned_tempdir
+from automel.outputs import Inside, check_output_file
 from automel.report.common import COMPONENTS, FIGURES, STATUS_ID, Section, complete_trials, metric_name, time_unit
 from automel.report.figures import study_sections
 from automel.report.model import model_sections
@@ -33,14 +36,31 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def check_out(out: Path) -> Path:
-    """``out`` made absolute; :class:`ConfigError` when its folder is missing or it is a folder itself."""
+def check_out(out: Path, inputs: Iterable[Path] = (), inside: Iterable[Inside] = ()) -> Path:
+    """``out`` made absolute, after the output rule (:mod:`automel.outputs`) passed the page and each PNG
+    beside it: a missing folder, a folder in the way, one of ``inputs`` (the study's database) or a place
+    ``inside`` a folder the report reads is one :class:`ConfigError` line, before the study is read."""
     out = Path(out).expanduser().absolute()
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a folder; name the HTML file to write")
+    inside = list(inside)
+    check_output_file(out, "--out", inputs=inputs, inside=inside)
+    for name in FIGURES:
+        try:
+            check_output_file(out.parent / _png_name(out.stem, name), inputs=inputs, inside=inside)
+        except ConfigError as exc:
+            raise ConfigError(f"--out {out}: the PNG beside it, {exc}") from None
     return out
+
+
+def study_reads(study: optuna.Study, home: Path, data_root: Path | None = None) -> tuple[list[Path], list[Inside]]:
+    """What a report of ``study`` reads and must not overwrite: its database in the home (the default
+    storage), its own folder (artifacts, the export) and its data set."""
+    name = study.study_name
+    inside: list[Inside] = [(f"the folder of study '{name}'", home / name)]
+    dataset = study.user_attrs.get("dataset")
+    root = data_root or (dataset.get("root") if isinstance(dataset, dict) else None)
+    if root:
+        inside.append(("the data set", Path(root)))
+    return [home / f"{name}.db"], inside
 
 
 def write_report(study: optuna.Study, home: Path, out: Path, data_root: Path | None = None,
@@ -51,7 +71,7 @@ def write_report(study: optuna.Study, home: Path, out: Path, data_root: Path | N
     here) from the study's data set (``data_root`` if it moved). PNGs of an earlier report of the same name
     that this one lacks are removed, so the folder never shows a stale figure.
     """
-    out = check_out(out)
+    out = check_out(out, *study_reads(study, home, data_root))
     complete_trials(study)
     sections = study_sections(study)
     sections += model_sections(study, home, data_root, device)
@@ -68,7 +88,7 @@ def _write_files(out: Path, page: str, drawn: list[Section]) -> list[Path]:
     that this report lacks are removed.
     """
     folder = out.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=folder))
+    tmp = owned_tempdir(out)  # named after this process: a later report clears it if this one is killed
     try:
         for section in drawn:
             _save_png(section.png, tmp / _png_name(out.stem, section.name))
@@ -96,7 +116,12 @@ def _save_png(figure: PngFigure | None, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     assert figure is not None, "every drawn section has both figures"
-    FigureCanvasAgg(figure).print_png(str(path))
+    with warnings.catch_warnings():
+        # A name in a script the font lacks (Chinese, emoji) is drawn as a box; the HTML page shows it whole.
+        # matplotlib would print one warning per character and figure on the user's terminal.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*[Mm]atplotlib currently does not support", category=UserWarning)
+        FigureCanvasAgg(figure).print_png(str(path))
 
 
 _STYLE = """

@@ -22,7 +22,7 @@ from automel.data.augment import Augmenter
 from automel.data.batching import Batch, RandomCrops, full_length_batches
 from automel.data.split import Split
 from automel.data.store import FeatureStore
-from automel.errors import NonFiniteLossError
+from automel.errors import DataError, NonFiniteLossError
 from automel.layers import unpadded
 from automel.plugin import set_head_progress
 from automel.train.averaging import BN_BATCHES, MIN_STEPS, TailAverage, reestimate_batchnorm
@@ -316,14 +316,21 @@ def predict(model: torch.nn.Module, store: FeatureStore, indices: np.ndarray, de
             amp_dtype: torch.dtype | None = None) -> np.ndarray:
     """Predicted speaker ids for store rows ``indices``, in the order given (one device read at the end)."""
     model.eval().to(device)
-    rows, labels = [], []
+    rows, labels, finite = [], [], []
     for batch in eval_batches(store, np.asarray(indices), device):
         with unpadded(batch.mask, not batch.padded), autocast(device, amp_dtype):
-            labels.append(model(batch.x, batch.mask).argmax(-1))
+            logits = model(batch.x, batch.mask)
+        labels.append(logits.argmax(-1))
+        finite.append(torch.isfinite(logits).all(-1))  # read with the labels: no extra host sync
         rows.append(batch.index)
     predictions = np.empty(len(indices), dtype=np.int64)
     if not rows:
         return predictions
+    broken = ~torch.cat(finite).cpu()
+    if bool(broken.any()):  # argmax of NaN scores is a speaker: never write it as a prediction
+        first = int(torch.cat(rows)[broken.nonzero()[0, 0]])
+        raise DataError(f"{store.paths[first]}: the model's scores are not finite ({int(broken.sum())} utterances); "
+                        f"its weights or this input are broken")
     position = {int(i): k for k, i in enumerate(np.asarray(indices).tolist())}
     for row, label in zip(torch.cat(rows).tolist(), torch.cat(labels).cpu().tolist(), strict=True):
         predictions[position[row]] = label

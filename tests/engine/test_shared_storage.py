@@ -11,9 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from automel.engine.counting import covered_ahead, is_surplus, state_counts
 from automel.engine.journal import HEARTBEAT_ATTR, HeartbeatJournalStorage
 from automel.engine.parallel import plan_devices, threads_per_worker
-from automel.engine.counting import covered_ahead, is_surplus, state_counts
 from automel.engine.study import open_storage
 from automel.errors import StudyError
 

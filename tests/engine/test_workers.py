@@ -22,6 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from automel.engine.parallel import usable_cores
 from automel.engine.runner import is_surplus
 from automel.engine.study import open_storage
 
@@ -94,7 +95,8 @@ def test_three_workers_reach_exactly_the_target(hw4_sample: Path, isolated_home:
     assert len(workers) >= 2, f"the trials ran in one process only: {workers}"
     assert "database is locked" not in err + out
     logs = sorted((isolated_home / study_name / "logs").glob("worker-*.log"))
-    assert len(logs) == 3 and not any("database is locked" in p.read_text() for p in logs)
+    assert len(logs) == min(3, usable_cores())  # on a CPU, one worker a core (issue 22)
+    assert not any("database is locked" in p.read_text() for p in logs)
     export = json.loads((isolated_home / study_name / "best" / "export.json").read_text())
     assert export["trial"] == study.best_trial.number
     assert "best trial" in out

@@ -100,8 +100,8 @@ def test_trials_asked_for_are_a_cap_and_the_time_limit_says_when_it_ruled(tmp_pa
     from tests.conftest import HW4_SAMPLE, need
 
     code, stdout, stderr = run(CliRunner(), "search", "--data", need(HW4_SAMPLE), "--study", "capped", "--home",
-                               tmp_path / "home", "--trials", 50, "--time-limit", "30s", "--steps-per-trial", 40, "--pruner", "none", "--no-refit",
-                               *TINY[:6])
+                               tmp_path / "home", "--trials", 50, "--time-limit", "30s", "--steps-per-trial", 40,
+                               "--pruner", "none", "--no-refit", *TINY[:6])
     assert code == 0, stderr
     said = " ".join((stdout + stderr).split())
     assert "the time limit ended the search after" in said and "of the 50 trials asked for" in said
@@ -121,3 +121,25 @@ def test_a_search_names_the_speakers_validation_cannot_score_and_still_works(tmp
     assert code == 0, stderr
     said = " ".join((stdout + stderr).split())
     assert f"1 of 4 speakers have a single labelled utterance and none in validation ({lonely})" in said
+
+
+def test_a_submission_is_never_written_from_scores_that_are_not_finite(tmp_path: Path) -> None:
+    """``predict --data`` and every export go through ``train.loop.predict``: NaN scores are one error naming
+    the utterance, not a speaker that argmax picked from NaN."""
+    import torch
+
+    from automel.errors import DataError
+    from automel.model import build_model
+    from automel.train.loop import predict
+    from automel.train.run import open_workspace
+    from tests.conftest import HW4_SAMPLE, need
+
+    work = open_workspace(need(HW4_SAMPLE), tmp_path / "home")
+    model = build_model({"encoder": "tdnn", "pooling": "mean", "head": "softmax"}, work.store.n_mels,
+                        work.store.num_classes)
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.fill_(float("nan"))
+    test = work.store.test_indices()
+    with pytest.raises(DataError, match=r"the model's scores are not finite"):
+        predict(model, work.store, test, torch.device("cpu"))
