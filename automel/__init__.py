@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from automel._version import __version__
+
 __all__ = ["Embeddings", "Leaderboard", "Model", "SearchResult", "__version__", "leaderboard", "load", "search"]
 
 if TYPE_CHECKING:

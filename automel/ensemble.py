@@ -10,7 +10,7 @@ ensemble folder holds ``ensemble.json`` and one ordinary run directory per membe
     member-1/       ...
     output.csv, README.md, other text files (optional)
 
-:func:`automel.runs.load_run` and :func:`automel.runs.read_record` recognise such a folder, so
+:func:`automel.model_folder.load_run` and :func:`~automel.model_folder.read_record` recognise such a folder, so
 ``automel predict`` works on it unchanged.
 """
 
@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from automel.data.store import FeatureStore
 from automel.errors import ConfigError
-from automel.files import atomic_folder
 from automel.layers import unpadded
+from automel.outputs import atomic_folder
 from automel.runs import (
     ADAPTATION,
     CARD,
@@ -38,6 +38,8 @@ from automel.runs import (
     ENSEMBLE,
     SUBMISSION,
     RunRecord,
+    load_model,
+    read_model_record,
     write_run_dir,
     write_submission_rows,
 )
@@ -262,7 +264,6 @@ def read_ensemble(path: Path) -> tuple[RunRecord, list[tuple[Path, float]]]:
     The record takes ``params`` and ``dataset`` from the first member, the shared ``speakers`` and ``n_mels``,
     ``result`` from ``ensemble.json``, and ``extra["ensemble"]`` = the members' entries (plus their params).
     """
-    from automel.runs import read_record
 
     source = Path(path) / ENSEMBLE
     try:
@@ -292,7 +293,7 @@ def read_ensemble(path: Path) -> tuple[RunRecord, list[tuple[Path, float]]]:
             raise ConfigError(f"{source}: member folder {folder} is missing")
         if (folder / ENSEMBLE).exists():
             raise ConfigError(f"{source}: member {folder} is itself an ensemble; nesting is not supported")
-        record = read_record(folder)
+        record = read_model_record(folder)
         for field, want in (("speakers", tuple(speakers)), ("n_mels", n_mels)):
             if getattr(record, field) != want:
                 raise ConfigError(f"{source}: member {folder / CONFIG} has other {field} than the ensemble")
@@ -309,8 +310,7 @@ def read_ensemble(path: Path) -> tuple[RunRecord, list[tuple[Path, float]]]:
 
 def load_ensemble(path: Path) -> tuple[EnsembleModel, RunRecord]:
     """Rebuild an ensemble folder's members with their weights (eval mode, CPU)."""
-    from automel.runs import load_run
 
     record, members = read_ensemble(path)
-    models = [load_run(folder)[0] for folder, _ in members]
+    models = [load_model(folder)[0] for folder, _ in members]
     return EnsembleModel(models, [w for _, w in members]).eval(), record

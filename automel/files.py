@@ -1,7 +1,9 @@
 """Files that appear whole or not at all: temporary folders named after their process, renamed into place.
 
 Everything automel writes for keeps (a run, an export, a prepared data set, the feature cache) is filled in
-a hidden temporary folder beside its target, ``.<name>.<pid>@<host>.<random>``, and renamed into place.
+a hidden temporary folder beside its target, ``.<name>.<pid>@<host>.<random>``, and renamed into place
+(:func:`automel.outputs.atomic_folder`, which also checks the target by the output rule; the primitives
+it builds on live here, below it).
 A process killed half-way leaves only such a folder; the next write to the same target clears it
 (:func:`sweep_leftovers`) when its process is dead and was on this machine. What is written gets the modes
 the umask allows, as ordinary file creation gives (``mkdtemp`` and safetensors would make it private).
@@ -14,54 +16,14 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from automel.errors import ConfigError, DataError, DiskError
+from automel.errors import DataError
 
-__all__ = ["atomic_folder", "current_umask", "honour_umask", "owned_tempdir", "owner", "read_user_text",
+__all__ = ["current_umask", "honour_umask", "owned_tempdir", "owner", "read_user_text",
            "sweep_leftovers"]
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def atomic_folder(out: Path, replace: bool = False, needed: int | None = None) -> Iterator[Path]:
-    """A temporary folder beside ``out`` to fill; on success it takes ``out``'s place whole.
-
-    An existing non-empty ``out`` is refused unless ``replace``; it stays intact until the rename, and the
-    temporary folder is removed if filling it fails. A full or read-only disk (checked first against
-    ``needed`` bytes, when given) ends in a :class:`DiskError` naming ``out``'s folder. Leftovers of killed
-    processes beside ``out`` are cleared first (:func:`sweep_leftovers`).
-    """
-    from automel.outputs import check_output_folder  # lazily: automel.outputs builds on this module
-
-    out = check_output_folder(Path(out).resolve())  # a file in the way is one line, not a traceback
-    if out.exists() and any(out.iterdir()) and not replace:
-        raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
-    with DiskError.guard(out.parent, needed):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = owned_tempdir(out)
-    try:
-        with DiskError.guard(out.parent):  # inside: it must see the full disk before the cleanup frees it
-            try:
-                yield tmp
-            except DiskError as exc:  # a guarded write inside (a submission) names the temporary folder
-                if exc.path is None or not Path(str(exc.path)).is_relative_to(tmp):
-                    raise
-                raise DiskError(exc.kind, out.parent, exc.needed, DiskError.free_bytes(out.parent)) from exc
-            honour_umask(tmp)
-            if out.exists():
-                old = tmp.with_name(f".{out.name}.{owner()}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def owned_tempdir(out: Path) -> Path:

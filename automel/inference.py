@@ -46,8 +46,9 @@ from automel.data.prepare import AUDIO_SUFFIXES
 from automel.errors import AudioError, ConfigError, DataError, FrontendError
 from automel.exporting import head_embedding
 from automel.long_inputs import merge_windows, split_long, window_frames
+from automel.model_folder import load_run
 from automel.outputs import atomic_file, atomic_files, check_output_file
-from automel.runs import RunRecord, load_run
+from automel.runs import RunRecord
 
 __all__ = ["EMBEDDING_FORMATS", "FEATURE_SUFFIX", "InputItem", "Prediction", "SpeakerInference", "atomic_file",
            "collect_inputs", "embedding", "embedding_format", "embedding_ids_path", "featurize_audio",
@@ -223,6 +224,8 @@ class SpeakerInference:
         self.record = record
         self.source = Path(source)
         self._frontend: FbankParams | None = None
+        # Told (input id, frames, windows) of each input long enough to run in windows (automel.long_inputs).
+        self.on_windows: Callable[[str, int, int], None] | None = None
 
     @classmethod
     def load(cls, model_dir: Path, device: torch.device | str = "cpu") -> SpeakerInference:
@@ -285,7 +288,12 @@ class SpeakerInference:
         outputs: list[np.ndarray] = []
         for start in range(0, len(items), CHUNK):
             part = items[start:start + CHUNK]
-            pieces, owner = split_long([self.features(item) for item in part], window)
+            features = [self.features(item) for item in part]
+            pieces, owner = split_long(features, window)
+            if self.on_windows is not None and len(owner) > len(part):
+                for position, count in zip(*np.unique(owner, return_counts=True), strict=True):
+                    if count > 1:
+                        self.on_windows(part[int(position)].id, len(features[int(position)]), int(count))
             result: np.ndarray | None = None
             for index, x, mask in padded_batches(pieces, self.device):
                 out = fn(x, mask).float().cpu().numpy()

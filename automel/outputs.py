@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from automel.errors import ConfigError, DiskError
-from automel.files import current_umask, owner, sweep_leftovers
+from automel.files import current_umask, honour_umask, owned_tempdir, owner, sweep_leftovers
 
-__all__ = ["Inside", "atomic_file", "atomic_files", "check_output_file", "check_output_folder"]
+__all__ = ["Inside", "atomic_file", "atomic_files", "atomic_folder", "check_output_file", "check_output_folder"]
 
 Inside = tuple[str, Path]  # ("the model folder", Path("run")): a folder the command reads, in words
 
@@ -235,3 +236,39 @@ def _write_error(exc: OSError, path: Path) -> Exception:
     if fault is not None:
         return fault
     return ConfigError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+@contextmanager
+def atomic_folder(out: Path, replace: bool = False, needed: int | None = None) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to fill; on success it takes ``out``'s place whole.
+
+    An existing non-empty ``out`` is refused unless ``replace``; it stays intact until the rename, and the
+    temporary folder is removed if filling it fails. A full or read-only disk (checked first against
+    ``needed`` bytes, when given) ends in a :class:`DiskError` naming ``out``'s folder. Leftovers of killed
+    processes beside ``out`` are cleared first (:func:`sweep_leftovers`).
+    """
+    out = check_output_folder(Path(out).resolve())  # a file in the way is one line, not a traceback
+    if out.exists() and any(out.iterdir()) and not replace:
+        raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
+    with DiskError.guard(out.parent, needed):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = owned_tempdir(out)
+    try:
+        with DiskError.guard(out.parent):  # inside: it must see the full disk before the cleanup frees it
+            try:
+                yield tmp
+            except DiskError as exc:  # a guarded write inside (a submission) names the temporary folder
+                if exc.path is None or not Path(str(exc.path)).is_relative_to(tmp):
+                    raise
+                raise DiskError(exc.kind, out.parent, exc.needed, DiskError.free_bytes(out.parent)) from exc
+            honour_umask(tmp)
+            if out.exists():
+                old = tmp.with_name(f".{out.name}.{owner()}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -133,7 +133,7 @@ class Registry:
 
     def load_builtins(self) -> None:
         """Register automel's own plugins (listed in :data:`BUILTINS`)."""
-        from automel import __version__
+        from automel._version import __version__
 
         for paths in BUILTINS.values():
             for path in paths:

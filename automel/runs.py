@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from automel.errors import ConfigError, DataError, DiskError
-from automel.files import atomic_folder, owner, sweep_leftovers
+from automel.files import owner, sweep_leftovers
+from automel.outputs import atomic_folder
 
 FORMAT = "automel-run/1"
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.jsonl"
@@ -80,7 +81,7 @@ def versions() -> dict[str, str]:
     import optuna
     import torch
 
-    from automel import __version__
+    from automel._version import __version__
 
     return {"automel": __version__, "torch": torch.__version__, "optuna": optuna.__version__}
 
@@ -109,12 +110,9 @@ def write_run_dir(out: Path, state: Mapping[str, Any], record: RunRecord, metric
     return out
 
 
-def read_record(run_dir: Path) -> RunRecord:
-    """The record of a run directory or export; of an ensemble folder, the ensemble's (see automel.ensemble)."""
-    if (Path(run_dir) / ENSEMBLE).is_file():
-        from automel.ensemble import read_ensemble  # lazily: automel.ensemble imports this module
-
-        return read_ensemble(run_dir)[0]
+def read_model_record(run_dir: Path) -> RunRecord:
+    """The record of one model's run directory or export (:func:`automel.model_folder.read_record` also
+    reads an ensemble folder's)."""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise ConfigError(f"{run_dir}: no {CONFIG}; not a run directory or export")
@@ -135,18 +133,13 @@ def read_record(run_dir: Path) -> RunRecord:
     return RunRecord.from_json(data, path)
 
 
-def load_run(run_dir: Path) -> tuple[Any, RunRecord]:
-    """Rebuild the model of a run directory or export with its saved weights (eval mode, CPU).
-
-    An ensemble folder (with ``ensemble.json``) gives an :class:`automel.ensemble.EnsembleModel`."""
-    if (Path(run_dir) / ENSEMBLE).is_file():
-        from automel.ensemble import load_ensemble
-
-        return load_ensemble(run_dir)
+def load_model(run_dir: Path) -> tuple[Any, RunRecord]:
+    """Rebuild one model's run directory or export with its saved weights (eval mode, CPU);
+    :func:`automel.model_folder.load_run` also loads an ensemble folder."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    record = read_record(run_dir)
+    record = read_model_record(run_dir)
     weights = Path(run_dir) / WEIGHTS
     try:  # read first: reading takes what the file holds, while building takes what config.json says
         state = load_file(str(weights))

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from automel.ensemble import EnsembleModel, greedy_ensemble, predict_proba, write_ensemble_dir
 from automel.errors import ConfigError
 from automel.model import build_model
+from automel.model_folder import load_run, read_record
 from automel.presets import preset_params
-from automel.runs import RunRecord, load_run, read_record
+from automel.runs import RunRecord
 from automel.train.loop import evaluate
 from automel.train.run import full_params, open_workspace
 from tests.conftest import run

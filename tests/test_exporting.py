@@ -34,10 +34,10 @@ from automel.exporting import (
 )
 from automel.layers import always_masked, has_padding, masked_mean
 from automel.model import SpeakerModel, build_model
+from automel.model_folder import load_run
 from automel.plugin import PoolingPlugin
 from automel.presets import PRESETS
 from automel.registry import Registry
-from automel.runs import load_run
 from tests.conftest import run
 
 N_MELS, CLASSES = 40, 7

@@ -29,12 +29,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "automel"
 LAYERS: list[tuple[str, int]] = [
-    ("errors", 0), ("home", 0), ("files", 0), ("plugin", 1), ("layers", 1),
+    ("errors", 0), ("home", 0), ("files", 0), ("_version", 0), ("plugin", 1), ("layers", 1),
     ("encoders", 2), ("pooling", 2), ("heads", 2), ("normalize", 2),
     ("registry", 3), ("model", 3), ("presets", 3), ("plugin_info", 3), ("data", 3), ("testing", 3),
     ("exporting", 3),
     ("train.run", 5), ("train", 4), ("runs", 5), ("ensemble", 5), ("score", 5), ("inference", 5),
-    ("verification", 5), ("adapt", 5),
+    ("verification", 5), ("adapt", 5), ("model_folder", 5),
     ("report", 6),
     ("engine", 6), ("api", 7), ("cli", 8), ("__main__", 9),
     ("arguments", 0), ("model_config", 3), ("long_inputs", 3),  # issue 22: API checks, config schema, windows

@@ -87,7 +87,7 @@ def export_folder(folder: Path, out: Path | None, formats: tuple[str, ...], give
     """``automel export --model DIR --format F``: deployable files of a run directory or export folder."""
     from automel.errors import ConfigError
     from automel.exporting import FORMATS, describe, export_model
-    from automel.runs import load_run
+    from automel.model_folder import load_run
 
     if given_study:
         raise ConfigError("--model exports a folder, --study/--trial a study's trial: give one or the other")

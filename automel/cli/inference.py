@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from automel.cli._common import DeviceOption, console, handle_errors
+from automel.cli._common import DeviceOption, console, err_console, handle_errors
 from automel.outputs import check_output_file
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def embed(
     for target in (out, embedding_ids_path(out)) if kind == ".npy" else (out,):
         check_target(target, "--out", model, items, example=f"embeddings{kind}")
     inference = SpeakerInference.load(model, select_device(device))
+    inference.on_windows = say_windows
     vectors = inference.embed(items)
     written = write_embeddings(out, [item.id for item in items], vectors, {"model": str(model)})
     console.print(f"wrote {len(items)} embeddings of dimension {vectors.shape[1]} → "
@@ -91,6 +93,7 @@ def verify(
         named = [trials, *(p for t in trial_list.trials for p in (t.enroll, t.test))]
         check_output_file(scores, "--scores", inputs=named, inside=[("the model folder", model)], example="scores.txt")
     inference = SpeakerInference.load(model, select_device(device))
+    inference.on_windows = say_windows
     result = verify_trials(inference, trial_list)
     if scores is not None:
         write_scores(scores, trial_list, result.scores)
@@ -124,6 +127,7 @@ def predict_audio(
     items = collect_inputs(inputs)
     check_target(out, "--out", model_dir, items, example="output.csv")
     inference = SpeakerInference.load(model_dir, select_device(device))
+    inference.on_windows = say_windows
     predictions = inference.predict(items, top_k)
     write_predictions(out, predictions)
     console.print(f"wrote {out} ({len(predictions)} predictions, top {min(top_k, len(inference.speakers))})",
@@ -137,3 +141,9 @@ def check_target(out: Path, option: str, model: Path, items: Sequence[InputItem]
     check_output_file(out, option, inputs=[item.path for item in items],
                       inside=[("the model folder", model), *(("the data set", root) for root in datasets)],
                       example=example)
+
+
+def say_windows(name: str, frames: int, windows: int) -> None:
+    """One progress line for an input long enough to run in windows (at the 10 ms hop)."""
+    err_console.print(f"note: {escape(name)}: {frames / 100:.0f} s long: it runs in {windows} overlapping "
+                      f"windows, whose outputs are averaged", highlight=False, soft_wrap=True)

@@ -180,7 +180,8 @@ def predict(
     from automel.data.store import open_store
     from automel.home import resolve_home
     from automel.inference import SpeakerInference
-    from automel.runs import check_compatible, load_run, write_submission_rows
+    from automel.model_folder import load_run
+    from automel.runs import check_compatible, write_submission_rows
     from automel.train.device import select_device
     from automel.train.run import test_submission
 

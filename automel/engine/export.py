@@ -24,7 +24,8 @@ from automel.engine.study import adopt_content_id, artifact_dir
 from automel.errors import StudyError
 from automel.exporting import describe, staged_exports
 from automel.home import study_dir
-from automel.runs import load_run, versions, write_run_dir
+from automel.model_folder import load_run
+from automel.runs import versions, write_run_dir
 from automel.train.device import autocast_dtype, select_device
 from automel.train.loop import evaluate
 from automel.train.run import Workspace, open_workspace, test_submission

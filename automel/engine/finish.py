@@ -37,7 +37,8 @@ from automel.engine.budget import above_chance
 from automel.engine.constraints import Constraints, feasible_complete, is_feasible
 from automel.engine.study import artifact_dir
 from automel.errors import StudyError
-from automel.runs import RunRecord, load_run, write_run_dir
+from automel.model_folder import load_run
+from automel.runs import RunRecord, write_run_dir
 from automel.train.config import RunSettings
 from automel.train.device import autocast_dtype, release_memory
 from automel.train.run import Workspace, metrics_lines, test_submission, train_run

@@ -122,7 +122,7 @@ def evaluate_export(study: optuna.Study, home: Path, data_root: Path | None = No
     :class:`StudyError` when there is no export or no validation utterance, or the data set is gone or changed;
     :class:`ConfigError` when the export's files cannot be read.
     """
-    from automel.runs import load_run
+    from automel.model_folder import load_run
 
     folder = _export_folder(study, home)
     info = _export_info(folder)
@@ -176,7 +176,7 @@ def _trial_models(study: optuna.Study, home: Path, numbers: list[int]) -> list[t
     """The kept weights of trials ``numbers`` (from the study's artifact store), loaded."""
     from automel.engine.artifacts import artifact_store, download_trial
     from automel.engine.study import artifact_dir
-    from automel.runs import load_run
+    from automel.model_folder import load_run
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     store = artifact_store(artifact_dir(home, study.study_name))

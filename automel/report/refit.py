@@ -57,7 +57,8 @@ def _rows(path: Path) -> list[dict[str, float]]:
 
 def refit_logs(folder: Path) -> list[RefitLog]:
     """The refit models of the export in ``folder`` with their logs; empty when it holds no refit model."""
-    from automel.runs import METRICS, read_record
+    from automel.model_folder import read_record
+    from automel.runs import METRICS
 
     logs = []
     for run in _run_folders(folder):

@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from automel.data.frontend import FbankParams, load_audio
 from automel.model import build_model
-from automel.runs import load_run, write_run_dir
+from automel.model_folder import load_run
+from automel.runs import write_run_dir
 from automel.verification import equal_error_rate, min_dcf
 from tests.conftest import FSDD, LIBRISPEECH, need, run
 from tests.test_inference import make_run, write_tone
@@ -331,7 +332,7 @@ def test_model_trained_on_hw4_features_refuses_audio(cli: CliRunner, tmp_path: P
 def test_embed_refuses_an_unknown_format_and_an_ensemble(cli: CliRunner, tmp_path: Path,
                                                          small: tuple[Path, Path, Path]) -> None:
     from automel.ensemble import write_ensemble_dir
-    from automel.runs import read_record
+    from automel.model_folder import read_record
 
     model, good, _ = small
     assert "must end in .npy or .safetensors" in _fail(cli, "embed", model, good, "--out", tmp_path / "out.csv")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from automel.runs import load_run
+from automel.model_folder import load_run
 from automel.score import score_submission
 from tests.conftest import run
 

@@ -23,7 +23,7 @@ from automel.engine.constraints import (
 from automel.engine.leaderboard import front_rows, leaderboard_rows
 from automel.engine.runner import load_study
 from automel.errors import ConfigError, StudyError
-from automel.runs import load_run
+from automel.model_folder import load_run
 from tests.conftest import run
 
 FAST = ["--steps-per-trial", 20, "--encoders", "transformer", "--poolings", "mean", "--heads", "softmax",

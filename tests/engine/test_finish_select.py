@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from automel.engine.artifacts import artifact_store, download_trial
 from automel.engine.study import artifact_dir, default_storage, open_storage
-from automel.runs import load_run
+from automel.model_folder import load_run
 from tests.conftest import HW4_SAMPLE, need, run
 
 FAST = ["--encoders", "transformer", "--poolings", "mean,attentive-stats", "--heads", "softmax,am-softmax",

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from automel.engine.artifacts import artifact_store, has_weights
 from automel.engine.study import default_storage, open_storage
+from automel.model_folder import load_run
 from automel.plugin import using_search_scale
-from automel.runs import load_run
 from automel.score import score_submission
 from automel.train.loop import evaluate
 from automel.train.run import open_workspace

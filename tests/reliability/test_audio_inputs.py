@@ -188,6 +188,8 @@ def test_a_long_wav_through_the_cli_is_windowed(cli: CliRunner, model_dir: Path,
     code, _, stderr = run(cli, "predict", model_dir, clip, "--out", tmp_path / "p.csv", "--device", "cpu")
     assert code == 0, stderr
     assert widths and max(widths) <= 1000 and "nan" not in (tmp_path / "p.csv").read_text()
+    said = " ".join(stderr.split())  # one progress line says how the long input runs
+    assert "long.wav: 60 s long: it runs in" in said and "overlapping windows" in said
 
 
 # --- debatable: audio by content, not by name ---------------------------------------------------------------------

@@ -136,7 +136,7 @@ def _open_cached(target: Path) -> Bank | None:
 
 
 def _convert(kind: str, folder: Path, files: list[Path], frontend: FrontEnd, key: str, target: Path) -> Bank:
-    from automel.files import atomic_folder
+    from automel.outputs import atomic_folder
 
     if kind == RIR and len(files) > MAX_RIRS:
         files = [files[i] for i in np.linspace(0, len(files) - 1, MAX_RIRS).round().astype(int)]
