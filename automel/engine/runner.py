@@ -361,6 +361,8 @@ def load_study(home: Path, study: str | None, storage: str | None) -> optuna.Stu
     if storage is None and not (home / f"{study}.db").exists():
         raise StudyError(f"no study '{study}' in {home} (run `automel studies` to list them)")
     held_in = storage_file(url) if storage is not None else None
+    if held_in is not None:
+        check_storage_folder(url)  # a missing folder is said as such (a typo), before the missing file
     if held_in is not None and not held_in.exists():  # reading a study never creates its file
         raise StudyError(redact(f"storage {url} does not exist: no study '{study}' there"))
     try:
