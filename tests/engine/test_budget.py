@@ -215,7 +215,7 @@ def test_ctrl_c_during_the_refit_keeps_the_search_and_the_previous_export(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(finish, "_refit_one", interrupted)
+    monkeypatch.setattr(finish, "train_run", interrupted)  # the refit's training (trials train elsewhere)
     code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "s", "--trials", 5, "--steps-per-trial", 36,
                           "--no-portfolio", "--seed", 3, *FAST)
     assert code == 130
