@@ -1,9 +1,13 @@
-"""The Rich progress bar of a training run (used by ``train`` and inside the live search view)."""
+"""Progress: the Rich bar of a training run (``train``, the live search view) and of counted work (a
+feature-cache build), or plain lines with counts when the output is not a terminal."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 
@@ -34,3 +38,38 @@ def progress_hook(progress: Progress, task: TaskID) -> Any:
         progress.update(task, completed=step, **fields)
 
     return update
+
+
+Counted = Callable[[int, int], None]  # (done, total)
+
+
+def plain_counts(console: Console, what: str, unit: str) -> Counted:
+    """Plain lines ``what: 6,000/60,000 unit`` at every tenth and at the end (a pipe, a log file)."""
+    said = [-1]
+
+    def report(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth > said[0] or done == total:
+            if said[0] < 10:
+                console.print(f"{what}: {done:,}/{total:,} {unit}", highlight=False, soft_wrap=True, markup=False)
+            said[0] = 10 if done == total else tenth
+
+    return report
+
+
+@contextlib.contextmanager
+def counted_progress(console: Console, what: str, unit: str) -> Iterator[Counted]:
+    """A transient Rich bar on a terminal, else :func:`plain_counts`; nothing shows unless work is reported."""
+    if not console.is_terminal:
+        yield plain_counts(console, what, unit)
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task: list[TaskID] = []
+
+        def update(done: int, total: int) -> None:
+            if not task:
+                task.append(progress.add_task(what, total=total))
+            progress.update(task[0], completed=done, total=total)
+
+        yield update

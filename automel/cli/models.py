@@ -58,7 +58,7 @@ def train(
 ) -> None:
     """Train one model and write a run directory (weights, config, metrics, output.csv)."""
     from automel.cli._banks import check_bank_folders, with_banks
-    from automel.cli._progress import add_training_task, progress_hook, training_progress
+    from automel.cli._progress import add_training_task, counted_progress, progress_hook, training_progress
     from automel.home import resolve_home
     from automel.runs import write_run_dir
     from automel.train.config import RunSettings
@@ -76,7 +76,8 @@ def train(
                            deterministic=deterministic, deadline=deadline, large_margin=large_margin, average=average)
     torch_device = select_device(device)
     root = resolve_data(data, home)
-    work = open_workspace(root, resolve_home(home), split_seed=seed)
+    with counted_progress(err_console, "building the feature cache", "utterances") as cache_progress:
+        work = open_workspace(root, resolve_home(home), split_seed=seed, on_progress=cache_progress)
     settings = with_banks(settings, params, noise, rir, work, resolve_home(home))
     name = preset or (config.stem if config else "simple")
     target = out or resolve_home(home) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

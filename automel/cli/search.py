@@ -129,6 +129,7 @@ def _hooks(trials: int) -> SearchHooks:
     import time
 
     from automel.cli._live import say_plain, search_view
+    from automel.cli._progress import plain_counts
     from automel.engine.job import SearchHooks
 
     started = time.monotonic()
@@ -141,7 +142,8 @@ def _hooks(trials: int) -> SearchHooks:
         err_console.print(line, highlight=False, soft_wrap=True, markup=False)
 
     return SearchHooks(note=say, aside=aside, phase=say_plain, events=view.events(), watching=lambda: view.live,
-                       refresh=view.refresh, on_search_end=_report_search)
+                       refresh=view.refresh, on_search_end=_report_search,
+                       cache_progress=plain_counts(err_console, "building the feature cache", "utterances"))
 
 
 def _duration(seconds: float) -> str:

@@ -17,6 +17,7 @@ import os
 import shutil
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -135,8 +136,12 @@ def fingerprint_dataset(root: Path, dtype: StoreDtype = "float32", version: int 
     return digest.hexdigest()[:24]
 
 
-def open_store(root: Path, home: Path, dtype: StoreDtype = "float32") -> FeatureStore:
+def open_store(root: Path, home: Path, dtype: StoreDtype = "float32",
+               on_progress: Callable[[int, int], None] | None = None) -> FeatureStore:
     """Open the cached store of ``root``, building (or rebuilding) it first if needed.
+
+    ``on_progress(done, total)`` hears about a build, about a hundred times (a large data set's first
+    build reads every feature file and may take minutes); it is not called when the cache is reused.
 
     Every open validates the data set's structure (:func:`read_dataset`); a build also checks every feature
     file (:func:`load_utterance`), so what ``data check`` rejects raises :class:`DataError` here, naming the file.
@@ -151,7 +156,7 @@ def open_store(root: Path, home: Path, dtype: StoreDtype = "float32") -> Feature
             shutil.rmtree(cache, ignore_errors=True)
         frames = sum(u.mel_len for u in (*dataset.train, *dataset.test))  # the cache's size, checked first
         with DiskError.guard(cache.parent, frames * dataset.n_mels * np.dtype(dtype).itemsize):
-            _build_cache(cache, dataset, key, dtype)
+            _build_cache(cache, dataset, key, dtype, on_progress=on_progress)
         store = _open_cache(cache, dataset, key, dtype)
         if store is None:
             raise DataError(f"{cache}: the feature cache could not be built (is the disk full?)")
@@ -163,8 +168,10 @@ def _utterances(dataset: Hw4Dataset) -> list[tuple[str, int]]:
     return train + [(u.feature_path, -1) for u in dataset.test]
 
 
-def _build_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) -> None:
+def _build_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
     items = _utterances(dataset)
+    every = max(1, len(items) // 100)
     utterances = [*dataset.train, *dataset.test]  # the order of items
     cache.parent.mkdir(parents=True, exist_ok=True)
     from automel.files import owned_tempdir  # named after this process: a later build clears it if killed
@@ -183,6 +190,8 @@ def _build_cache(cache: Path, dataset: Hw4Dataset, key: str, dtype: StoreDtype) 
                 chunk = np.ascontiguousarray(array, dtype=dtype).tobytes()
                 content.update(chunk)
                 fh.write(chunk)
+                if on_progress is not None and ((i + 1) % every == 0 or i + 1 == len(utterances)):
+                    on_progress(i + 1, len(utterances))
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         labels = np.array([label for _, label in items], dtype=np.int64)
         np.savez(tmp / _INDEX, offsets=offsets, lengths=lengths, labels=labels)

@@ -39,7 +39,7 @@ class SearchHooks:
     (search started, refit done) that a live view shows in its own way; ``events``: per trial (see
     :class:`SearchEvents`); ``watching``: a context around the trials (the CLI's live view); ``refresh``:
     called about once a second while worker processes run the trials; ``on_search_end``: after the trials,
-    before the refit, also when the search was interrupted.
+    before the refit, also when the search was interrupted; ``cache_progress``: a first feature-cache build.
     """
 
     note: Note = _nothing
@@ -49,6 +49,7 @@ class SearchHooks:
     watching: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
     refresh: Callable[[optuna.Study], None] = _nothing
     on_search_end: Callable[[optuna.Study, str], None] = _nothing
+    cache_progress: Callable[[int, int], None] = _nothing  # (done, total) utterances of a feature-cache build
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def run_search_job(job: SearchJob, hooks: SearchHooks | None = None, clock: Cloc
     clock = clock or Clock(job.limit_s, job.quality, refit=job.refit)
     registry = default_registry()  # one registry for the whole search: calibration, space and trials
     planner = step_planner(clock, select_device(job.options.device), registry)
-    opened = open_search(job.data, job.home, job.options, plan_steps=planner, registry=registry)
+    opened = open_search(job.data, job.home, job.options, plan_steps=planner, registry=registry,
+                         on_progress=hooks.cache_progress)
     _say_who_is_not_validated(opened, hooks)
     interrupted, stopped_because = _run_trials(job, opened, hooks, clock.search_deadline())
     clock.record("search", clock.elapsed())

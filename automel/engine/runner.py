@@ -135,7 +135,8 @@ StepPlanner = Callable[[Workspace, SearchSpace, str], int]
 
 
 def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: StepPlanner | None = None,
-                registry: Registry | None = None) -> OpenedSearch:
+                registry: Registry | None = None, on_progress: Callable[[int, int], None] | None = None
+                ) -> OpenedSearch:
     """Create or load the study and check that it is the same search (data set, plugins, budget, scale).
 
     Every option is validated before the storage is touched, so a bad command leaves nothing behind.
@@ -161,7 +162,7 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
     except PluginError:
         _check_existing_space(root, home, options, registry)  # a resumed study says which plugin *it* needs
         raise
-    work = open_workspace(root, home, split_seed=options.seed)
+    work = open_workspace(root, home, split_seed=options.seed, on_progress=on_progress)  # the cache build's
     if work.scored_on != "valid":
         raise DataError(f"{root}: every speaker has a single labelled utterance, so none is left to validate "
                         f"on; a search ranks trials on validation accuracy (one model can still be trained, scored "

@@ -50,9 +50,11 @@ class Workspace:
 
 
 def open_workspace(root: Path, home: Path, split_seed: int = 0, split_record: Mapping[str, Any] | None = None,
-                   dtype: StoreDtype = "float32") -> Workspace:
-    """Open (and cache) the store of ``root``; reuse ``split_record`` when a study already fixed the split."""
-    store = open_store(root, home, dtype)
+                   dtype: StoreDtype = "float32", on_progress: Callable[[int, int], None] | None = None
+                   ) -> Workspace:
+    """Open (and cache) the store of ``root``; reuse ``split_record`` when a study already fixed the split.
+    ``on_progress(done, total)``: the cache build's progress (see :func:`open_store`)."""
+    store = open_store(root, home, dtype, on_progress)
     check_speakers(store)
     labels = store.labels.numpy()
     if split_record is not None:

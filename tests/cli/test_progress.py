@@ -1,0 +1,51 @@
+"""Progress of a feature-cache build (issue 24): counted lines when the output is not a terminal, nothing
+when the cache is reused; and the plain-lines reporter on its own."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from automel.cli._progress import plain_counts
+from tests.conftest import HW4_SAMPLE, need, run
+
+
+def _cache_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("building the feature cache:")]
+
+
+def test_train_counts_the_cache_build_then_is_silent_when_the_cache_is_reused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    args = ["train", "--preset", "simple", "--data", need(HW4_SAMPLE), "--steps", 2, "--valid-every", 2,
+            "--device", "cpu", "--home", home]
+    code, _, stderr = run(CliRunner(), *args, "--out", tmp_path / "a")
+    assert code == 0, stderr
+    lines = _cache_lines(stderr)
+    assert 2 <= len(lines) <= 11, stderr
+    done, total = map(lambda s: int(s.replace(",", "")), re.findall(r"([\d,]+)/([\d,]+)", lines[-1])[0])
+    assert done == total > 0 and lines[-1].endswith("utterances")
+    code, _, stderr = run(CliRunner(), *args, "--out", tmp_path / "b")
+    assert code == 0, stderr
+    assert _cache_lines(stderr) == []
+
+
+def test_search_counts_the_cache_build(tmp_path: Path) -> None:
+    code, _, stderr = run(CliRunner(), "search", "--data", need(HW4_SAMPLE), "--home", tmp_path, "--trials", 1,
+                          "--steps-per-trial", 10, "--no-refit", "--no-portfolio", "--encoders", "tdnn",
+                          "--device", "cpu", "--adapt", "none")
+    assert code == 0, stderr
+    assert _cache_lines(stderr), stderr
+
+
+def test_plain_counts_say_each_tenth_once_and_the_end() -> None:
+    out = io.StringIO()
+    report = plain_counts(Console(file=out, width=200), "work", "items")
+    for done in range(1, 1001):
+        report(done, 1000)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "work: 1/1,000 items" and lines[-1] == "work: 1,000/1,000 items"
+    assert len(lines) == 11
