@@ -134,7 +134,7 @@ def _progress_hooks(progress: Callable[[str], None] | None, target: int) -> Sear
     """Plain progress lines for ``progress``: phases, notes and one line per finished trial."""
     import time
 
-    from automel.engine.job import SearchHooks
+    from automel.engine.job import SearchHooks, counted_lines
     from automel.engine.leaderboard import trial_line
     from automel.engine.runner import SearchEvents, is_surplus, state_counts
 
@@ -151,7 +151,8 @@ def _progress_hooks(progress: Callable[[str], None] | None, target: int) -> Sear
         say(f"search started: study {study.study_name}, {steps} steps per trial")
 
     events = SearchEvents(on_start=on_start, on_trial_end=on_trial_end)
-    return SearchHooks(note=say, aside=say, phase=say, events=events)
+    return SearchHooks(note=say, aside=say, phase=say, events=events,
+                       cache_progress=counted_lines(say, "building the feature cache", "utterances"))
 
 
 class SearchResult:

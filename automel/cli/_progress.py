@@ -45,16 +45,9 @@ Counted = Callable[[int, int], None]  # (done, total)
 
 def plain_counts(console: Console, what: str, unit: str) -> Counted:
     """Plain lines ``what: 6,000/60,000 unit`` at every tenth and at the end (a pipe, a log file)."""
-    said = [-1]
+    from automel.engine.job import counted_lines
 
-    def report(done: int, total: int) -> None:
-        tenth = done * 10 // max(total, 1)
-        if tenth > said[0] or done == total:
-            if said[0] < 10:
-                console.print(f"{what}: {done:,}/{total:,} {unit}", highlight=False, soft_wrap=True, markup=False)
-            said[0] = 10 if done == total else tenth
-
-    return report
+    return counted_lines(lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False), what, unit)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,19 @@ def _nothing(*_: Any) -> None:
     return None
 
 
+def counted_lines(say: Note, what: str, unit: str) -> Callable[[int, int], None]:
+    """A ``(done, total)`` reporter that says ``what: 6,000/60,000 unit`` at every tenth and at the end."""
+    said = [-1]
+
+    def report(done: int, total: int) -> None:
+        tenth = 10 if done >= total else done * 10 // max(total, 1)
+        if tenth > said[0]:
+            say(f"{what}: {done:,}/{total:,} {unit}")
+            said[0] = tenth
+
+    return report
+
+
 @dataclass
 class SearchHooks:
     """What a user interface sees of a search job; every hook is optional.

@@ -49,3 +49,13 @@ def test_plain_counts_say_each_tenth_once_and_the_end() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == "work: 1/1,000 items" and lines[-1] == "work: 1,000/1,000 items"
     assert len(lines) == 11
+
+
+def test_the_library_search_tells_its_progress_callback_about_the_cache_build(tmp_path: Path) -> None:
+    import automel
+
+    lines: list[str] = []
+    automel.search(need(HW4_SAMPLE), home=tmp_path, trials=1, steps_per_trial=10, refit=False, portfolio=False,
+                   encoders=["tdnn"], device="cpu", adapt="none", progress=lines.append)
+    counted = _cache_lines("\n".join(lines))
+    assert counted and counted[-1].split(": ")[1].split(" ")[0].split("/")[0] == counted[-1].split("/")[1].split(" ")[0]
