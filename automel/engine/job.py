@@ -30,13 +30,19 @@ def _nothing(*_: Any) -> None:
     return None
 
 
+PROGRESS_AFTER_S = 2.0  # work shorter than this says nothing: its lines would only crowd an error or a result
+
+
 def counted_lines(say: Note, what: str, unit: str) -> Callable[[int, int], None]:
-    """A ``(done, total)`` reporter that says ``what: 6,000/60,000 unit`` at every tenth and at the end."""
-    said = [-1]
+    """A ``(done, total)`` reporter that says ``what: 6,000/60,000 unit`` at every tenth and at the end,
+    once the work has run :data:`PROGRESS_AFTER_S` seconds since its first report."""
+    said, first = [-1], [0.0]
 
     def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        first[0] = first[0] or now
         tenth = 10 if done >= total else done * 10 // max(total, 1)
-        if tenth > said[0]:
+        if tenth > said[0] and now - first[0] >= PROGRESS_AFTER_S:
             say(f"{what}: {done:,}/{total:,} {unit}")
             said[0] = tenth
 
