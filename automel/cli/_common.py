@@ -161,9 +161,11 @@ def _fault_place(kwargs: dict[str, Any]) -> Path | None:
     home, else an output's folder."""
     storage = kwargs.get("storage")
     if isinstance(storage, str):
-        for prefix in ("sqlite:///", "journal:"):
-            if storage.startswith(prefix) and storage[len(prefix):] not in ("", ":memory:"):
-                return Path(storage[len(prefix):])
+        from automel.engine.study import storage_file  # only when a fault is being reported
+
+        held_in = storage_file(storage)
+        if held_in is not None:
+            return held_in
     if "home" in kwargs:
         from automel.home import ENV_VAR
 

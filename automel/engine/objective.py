@@ -27,6 +27,7 @@ from automel.engine.constraints import Constraints, measure_trial
 from automel.engine.cost import cost_guard
 from automel.engine.counting import SURPLUS_ATTR, SurplusTrial, covered_ahead
 from automel.engine.space import suggest_params
+from automel.engine.study import storage_file
 from automel.errors import DiskError, Fatal, Terminated
 from automel.plugin import using_search_scale
 from automel.train.config import RunSettings
@@ -128,11 +129,7 @@ class TrialObjective:
 
     def _storage_file(self) -> Path | None:
         """The study's file when it has one (SQLite, journal): where a disk fault that names no file happened."""
-        url = self.opened.url
-        for prefix in ("sqlite:///", "journal:"):
-            if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-                return Path(url[len(prefix):])
-        return None
+        return storage_file(self.opened.url)
 
 
 def _record_scores(trial: optuna.Trial, result: TrainResult) -> None:
@@ -140,8 +137,8 @@ def _record_scores(trial: optuna.Trial, result: TrainResult) -> None:
     rows = [row for row in result.history if int(row["step"]) == result.best_step and "valid_acc_clean" in row]
     if result.averaging and result.averaging.get("used") and "valid_acc_clean" in result.averaging:
         rows = [result.averaging]  # the tail average replaced the best step's weights
-    for key in ("valid_acc_clean", "valid_acc_shifted"):
-        if rows:
+    if rows:
+        for key in ("valid_acc_clean", "valid_acc_shifted"):
             trial.set_user_attr(key, round(float(rows[-1][key]), 6))
 
 

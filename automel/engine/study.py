@@ -22,7 +22,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from automel.data.store import FeatureStore, fingerprint_dataset
-from automel.engine.journal import HeartbeatJournalStorage, journal_path
+from automel.engine.journal import JOURNAL_PREFIX, HeartbeatJournalStorage, journal_path
 from automel.errors import ConfigError, StudyError
 from automel.home import MAX_STUDY_NAME, check_study_name, study_dir
 from automel.redact import redact
@@ -150,9 +150,11 @@ def _sqlite_database(url: str) -> Path | None:
 
 
 def storage_file(url: str) -> Path | None:
-    """The file behind a SQLite or journal storage URL; None for a server (PostgreSQL) or memory."""
-    return journal_path(url) if url.startswith("journal:") else (
-        _sqlite_database(url) if url.startswith("sqlite") else None)
+    """The file behind a SQLite or journal storage URL; None for a server (PostgreSQL), memory, or a URL
+    that names no file (``journal:``)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return journal_path(url) if url[len(JOURNAL_PREFIX):] else None
+    return _sqlite_database(url) if url.startswith("sqlite") else None
 
 
 def _check_study_database(url: str) -> None:
