@@ -27,21 +27,6 @@ from tests.conftest import HW4_SAMPLE, need, run
 
 
 @pytest.fixture(scope="module")
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("home")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, shared_home: Path) -> Path:
-    """A 4-step model of hw4-sample: enough to load, embed and predict."""
-    out = tmp_path_factory.mktemp("model") / "run"
-    code, _, stderr = run(CliRunner(), "train", "--preset", "simple", "--data", need(HW4_SAMPLE), "--steps", 4,
-                          "--valid-every", 2, "--out", out, "--device", "cpu", "--home", shared_home)
-    assert code == 0, stderr
-    return out
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of hw4-sample: a regression must never write into the shared one."""
     return Path(shutil.copytree(need(HW4_SAMPLE), tmp_path_factory.mktemp("data") / "hw4"))

@@ -24,21 +24,6 @@ from typer.testing import CliRunner
 from tests.conftest import HW4_ANSWERS, HW4_SAMPLE, need, run
 
 
-@pytest.fixture(scope="module")
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One home for the module, so the feature cache of hw4-sample is built once."""
-    return tmp_path_factory.mktemp("home")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, shared_home: Path) -> Path:
-    out = tmp_path_factory.mktemp("model") / "run"
-    code, _, stderr = run(CliRunner(), "train", "--preset", "simple", "--data", need(HW4_SAMPLE), "--steps", 4,
-                          "--valid-every", 2, "--out", out, "--device", "cpu", "--home", shared_home)
-    assert code == 0, stderr
-    return out
-
-
 def _renamed_copy(target: Path, rename: Callable[[str], str]) -> Path:
     """hw4-sample with its speakers renamed (features copied, not linked)."""
     shutil.copytree(need(HW4_SAMPLE), target)
