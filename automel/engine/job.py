@@ -155,15 +155,15 @@ def _say_who_is_not_validated(opened: OpenedSearch, hooks: SearchHooks) -> None:
 
 def _say_why_the_search_ended(study: optuna.Study, job: SearchJob, hooks: SearchHooks) -> None:
     """The time limit, not ``trials``, rules a search (as AutoGluon's ``time_limit``): when it ended the
-    search first, say after how many of the trials asked for, and say it loudly when none completed."""
+    search first, say after how many of the ``trials`` at most, and say it loudly when none completed."""
     counts = state_counts(study)
     if counts["complete"] == 0:
         hooks.note(f"no trial completed within the search's share of the {job.limit_s:.0f} s time limit "
                    f"({counts['pruned']} pruned, {counts['fail']} failed); a longer time_limit or fewer workers "
                    f"({job.workers} now) gives each trial more time")
     elif counts["finished"] < job.options.trials:
-        hooks.note(f"the time limit ended the search after {counts['finished']} of the {job.options.trials} "
-                   f"trials asked for; the rest of the {job.limit_s:.0f} s goes to the ensemble, refit and export")
+        hooks.note(f"the time limit ended the search after {counts['finished']} of at most {job.options.trials} "
+                   f"trials; the rest of the {job.limit_s:.0f} s goes to the ensemble, refit and export")
 
 
 def run_in_workers(opened: OpenedSearch, home: Path, options: SearchOptions, workers: int, data_root: Path,
