@@ -5,6 +5,10 @@ The Python API (:mod:`automel.api`) is loaded on first use, so ``import automel`
     import automel
     result = automel.search(data="my-set", time_limit="10m")
     model = automel.load(result.path)
+
+``automel.api.train`` and ``automel.api.report`` are not handed out here: ``automel.train`` and
+``automel.report`` are the subpackages that train a model and draw a report, and a name given to both
+would change meaning as soon as the subpackage is imported.
 """
 
 from __future__ import annotations
@@ -13,10 +17,29 @@ from typing import TYPE_CHECKING, Any
 
 from automel._version import __version__
 
-__all__ = ["Embeddings", "Leaderboard", "Model", "SearchResult", "__version__", "leaderboard", "load", "search"]
+__all__ = ["Embeddings", "ExportOutcome", "Leaderboard", "Model", "SearchResult", "StudyOverview", "Submission",
+           "TrainRun", "TrialSummary", "__version__", "export", "leaderboard", "load", "predict", "refit", "search",
+           "show"]
 
 if TYPE_CHECKING:
-    from automel.api import Embeddings, Leaderboard, Model, SearchResult, leaderboard, load, search
+    from automel.api import (
+        Embeddings,
+        ExportOutcome,
+        Leaderboard,
+        Model,
+        SearchResult,
+        StudyOverview,
+        Submission,
+        TrainRun,
+        TrialSummary,
+        export,
+        leaderboard,
+        load,
+        predict,
+        refit,
+        search,
+        show,
+    )
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: the API's names, imported when first asked for

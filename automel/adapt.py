@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from automel.errors import ConfigError
+from automel.errors import ConfigError, option_named
 from automel.normalize import FeatureNorm
 from automel.runs import ADAPTATION
 from automel.train.averaging import reestimate_batchnorm
@@ -105,9 +105,11 @@ def copy_module(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def check_adapt(value: str, what: str = "--adapt", auto: bool = False) -> str:
+def check_adapt(value: str, what: str = "adapt", auto: bool = False) -> str:
     """``value`` if it is a mode (``none``, ``test``, and ``auto`` where allowed) or an existing folder;
-    :class:`ConfigError` naming it otherwise (before any work)."""
+    :class:`ConfigError` naming it otherwise (before any work) as ``what`` (a parameter, shown in backticks,
+    or a flag as given: :func:`automel.errors.option_named`)."""
+    what = option_named(what)
     modes = (*ADAPT_MODES, "auto") if auto else ADAPT_MODES
     if value in modes:
         return value

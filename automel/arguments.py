@@ -3,8 +3,8 @@ parameter, its valid range and the value given, before any work starts.
 
 Python does not check annotations, so ``automel.search(max_params=1.5)`` or ``seed=-1`` would otherwise
 reach NumPy, Optuna or a study record (where a bad value is frozen for good) and fail late with their own
-exception. Messages name parameters as the API spells them (``seed``, ``time_limit``); the CLI passes its
-own spelling as ``name`` where it differs.
+exception. Messages name parameters as the API spells them, in backticks (`` `seed` ``, `` `time_limit` ``:
+:func:`automel.errors.option_named`); the CLI prints them as its flags (:mod:`automel.cli._flags`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from automel.errors import ConfigError
+from automel.errors import ConfigError, option_named
 from automel.seeds import SEED_MAX
 from automel.seeds import check_seed as _check_seed
 
@@ -39,7 +39,8 @@ def check_whole(value: object, name: str, least: int = 1, most: int | None = Non
     too_big = most is not None and isinstance(value, int) and value > most
     if isinstance(value, bool) or not isinstance(value, int) or value < least or too_big:
         upper = f" and at most {most}" if most is not None else ""
-        raise ConfigError(f"{name} must be a whole number of at least {least}{upper}, got {_show(value)}")
+        raise ConfigError(f"{option_named(name)} must be a whole number of at least {least}{upper}, "
+                          f"got {_show(value)}")
     return value
 
 
@@ -49,14 +50,15 @@ def check_number(value: object, name: str, positive: bool = True, optional: bool
         return None
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or (positive and value <= 0):  # type: ignore[operator]
-        raise ConfigError(f"{name} must be a finite {'positive ' if positive else ''}number, got {_show(value)}")
+        raise ConfigError(f"{option_named(name)} must be a finite {'positive ' if positive else ''}number, "
+                          f"got {_show(value)}")
     return float(value)  # type: ignore[arg-type]
 
 
 def check_flag(value: object, name: str) -> bool:
     """``True`` or ``False`` (``"no"`` is a non-empty string, hence true: refused rather than guessed)."""
     if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {_show(value)}")
+        raise ConfigError(f"{option_named(name)} must be True or False, got {_show(value)}")
     return value
 
 
@@ -65,7 +67,7 @@ def check_text(value: object, name: str, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{name} must be a non-empty string, got {_show(value)}")
+        raise ConfigError(f"{option_named(name)} must be a non-empty string, got {_show(value)}")
     return value
 
 
@@ -76,7 +78,7 @@ def check_names(value: object, name: str) -> list[str] | None:
     if isinstance(value, str):
         return [check_text(value, name) or value]
     if not isinstance(value, Sequence):
-        raise ConfigError(f"{name} must be a name or a list of names, got {_show(value)}")
+        raise ConfigError(f"{option_named(name)} must be a name or a list of names, got {_show(value)}")
     return [check_text(item, f"{name}[{i}]") or "" for i, item in enumerate(value)]
 
 
@@ -90,7 +92,7 @@ def check_path(value: object, name: str, optional: bool = False) -> Path | None:
         text = os.fspath(value)
         if isinstance(text, str) and text:
             return Path(text)
-    raise ConfigError(f"{name} must be a path (a str or pathlib.Path), got {_show(value)}")
+    raise ConfigError(f"{option_named(name)} must be a path (a str or pathlib.Path), got {_show(value)}")
 
 
 def check_search_arguments(given: dict[str, Any]) -> None:
@@ -117,10 +119,10 @@ def check_search_arguments(given: dict[str, Any]) -> None:
     check_names(given["formats"], "formats")
     time_limit = given["time_limit"]
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, str | int | float)):
-        raise ConfigError(f"time_limit must be a duration ('90s', '30m', '2h') or seconds, got {time_limit!r}")
+        raise ConfigError(f"`time_limit` must be a duration ('90s', '30m', '2h') or seconds, got {time_limit!r}")
     for name in ("progress",):
         if given[name] is not None and not callable(given[name]):
-            raise ConfigError(f"{name} must be a function taking one line of text, or None")
+            raise ConfigError(f"{option_named(name)} must be a function taking one line of text, or None")
 
 
 def _show(value: object) -> str:

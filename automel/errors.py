@@ -1,6 +1,18 @@
-"""Typed errors. Library code raises these; only the CLI turns them into messages and exit codes."""
+"""Typed errors. Library code raises these; only the CLI turns them into messages and exit codes.
+
+A message names a user-settable option as the Python API spells its parameter, in backticks ("give it a
+longer `time_limit`"): :func:`option_named`. The CLI prints each such name as its flag (``--time-limit``,
+:mod:`automel.cli._flags`), so neither a notebook nor a shell user reads about an option they cannot type.
+"""
 
 from __future__ import annotations
+
+
+def option_named(name: str) -> str:
+    """How a message names a user-settable option: its Python API parameter in backticks (``"time_limit"``
+    → ``"`time_limit`"``), which the CLI's printer shows as its flag (``--time-limit``,
+    :mod:`automel.cli._flags`). A name that is already a flag (``"--out"``) or already quoted is kept."""
+    return name if name.startswith(("-", "`")) else f"`{name}`"
 
 
 class AutomelError(Exception):

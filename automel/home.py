@@ -27,7 +27,7 @@ def resolve_home(explicit: Path | str | None = None) -> Path:
     naming the path and where it came from, before anything is read or written.
     """
     raw = explicit or os.environ.get(ENV_VAR) or "studies"
-    source = "--home" if explicit else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "the default home"
+    source = "`home`" if explicit else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "the default home"
     try:
         home = Path(raw).expanduser().resolve()
         if home.exists() and not home.is_dir():

@@ -267,7 +267,7 @@ class SpeakerInference:
     def predict(self, items: Sequence[InputItem], top_k: int = 1) -> list[Prediction]:
         """The ``top_k`` most probable speakers of each item (``top_k`` is capped at the number of speakers)."""
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise ConfigError(f"top_k must be a whole number of at least 1, got {top_k!r}")
+            raise ConfigError(f"`top_k` must be a whole number of at least 1, got {top_k!r}")
         probs = self.predict_proba(items)
         k = min(top_k, len(self.speakers))
         rows: list[Prediction] = []

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from automel.errors import ConfigError, DiskError
+from automel.errors import ConfigError, DiskError, option_named
 from automel.files import current_umask, honour_umask, owned_tempdir, owner, sweep_leftovers
 
 __all__ = ["Inside", "atomic_file", "atomic_files", "atomic_folder", "check_output_file", "check_output_folder"]
@@ -43,12 +43,13 @@ def check_output_file(path: Path | str, option: str = "", *, inputs: Iterable[Pa
     """``path`` as given, after checking it can be written without harm; :class:`ConfigError` otherwise.
 
     ``inputs``: files the command reads (the output may not be one of them); ``inside``: folders it reads
-    as a whole (the output may not lie in one). ``option`` (``"--out"``) names the path in the message;
+    as a whole (the output may not lie in one). ``option`` (the parameter ``"out"``, shown in backticks, or a
+    flag ``"--out"``: :func:`automel.errors.option_named`) names the path in the message;
     ``example`` (``"output.csv"``) is the file name suggested when the path is a folder. ``parents``: a
     missing folder is fine (the writer creates it, as the library's writers do), but never a file on the way.
     """
     path = Path(path).expanduser()
-    label = f"{option} {path}" if option else str(path)
+    label = f"{option_named(option)} {path}" if option else str(path)
     _not_inside(path, label, inside)
     if path.is_dir():
         such = f", such as {path / example}" if example else ""
@@ -67,7 +68,7 @@ def check_output_folder(path: Path | str, option: str = "", *, inside: Iterable[
     and it may not lie inside a folder the command reads (``inside``).
     """
     path = Path(path).expanduser()
-    label = f"{option} {path}" if option else str(path)
+    label = f"{option_named(option)} {path}" if option else str(path)
     _not_inside(path, label, inside)
     if os.path.exists(path) and not path.is_dir():
         raise ConfigError(f"{label}: is a file, not a folder; name a folder to write into")
@@ -129,7 +130,7 @@ def _parent_is_a_folder(path: Path, label: str, option: str, parents: bool) -> N
     if parents:
         return
     raise ConfigError(f"{label}: folder {parent} does not exist; create it first or choose another "
-                      f"{option or 'path'}")
+                      f"{option_named(option) if option else 'path'}")
 
 
 @contextmanager
@@ -249,7 +250,7 @@ def atomic_folder(out: Path, replace: bool = False, needed: int | None = None) -
     """
     out = check_output_folder(Path(out).resolve())  # a file in the way is one line, not a traceback
     if out.exists() and any(out.iterdir()) and not replace:
-        raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
+        raise ConfigError(f"{out}: already exists and is not empty; choose another `out`")
     with DiskError.guard(out.parent, needed):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = owned_tempdir(out)

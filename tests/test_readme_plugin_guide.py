@@ -20,7 +20,8 @@ from pathlib import Path
 
 import optuna
 
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from tests.conftest import HW4_SAMPLE, need
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -106,7 +107,7 @@ def check_output(command: list[str], stdout: str, home: Path) -> None:
         assert "2 passed" in stdout, stdout
     elif command[:2] == ["automel", "search"]:
         name = command[command.index("--study") + 1]
-        study = optuna.load_study(study_name=name, storage=open_storage(default_storage(home, name), heartbeat=False))
+        study = optuna.load_study(study_name=name, storage=open_storage(StudyHandle(home, name).url, heartbeat=False))
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         assert len(trials) == 2
         assert all(t.params["encoder"] == "my-encoder" and "encoder.my-encoder.channels" in t.params

@@ -21,7 +21,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from automel.errors import ConfigError, StudyError
 from automel.report import FIGURES, METRIC, STATUS_ID, evaluate_export, evaluate_source, write_report
 from tests.conftest import HW4_SAMPLE, need, run
@@ -88,7 +89,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Stu
     code, _, stderr = run(CliRunner(), "search", "--data", need(HW4_SAMPLE), "--study", "tiny", "--home", home,
                           "--steps-per-trial", 10, "--trials", 6, "--pruner", "median", "--seed", 1, *FAST)
     assert code == 0, stderr
-    study = optuna.load_study(study_name="tiny", storage=open_storage(default_storage(home, "tiny"), heartbeat=False))
+    study = optuna.load_study(study_name="tiny", storage=open_storage(StudyHandle(home, "tiny").url, heartbeat=False))
     return home, study
 
 
@@ -106,7 +107,7 @@ def refitted(searched: tuple[Path, optuna.Study], tmp_path_factory: pytest.TempP
 
 def make_study(home: Path, name: str, complete: int = 3, pruned: int = 2) -> optuna.Study:
     """A study written by hand, without training: trials with components, a learning rate and curves."""
-    study = optuna.create_study(storage=open_storage(default_storage(home, name), heartbeat=False), study_name=name,
+    study = optuna.create_study(storage=open_storage(StudyHandle(home, name).url, heartbeat=False), study_name=name,
                                 direction="maximize")
     with warnings.catch_warnings():  # experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -204,7 +205,7 @@ def test_report_of_a_refit_export_scores_the_source_trials_own_model_in_chromium
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     page = html.unescape((out / "report.html").read_text(encoding="utf-8"))
-    study = optuna.load_study(study_name="tiny", storage=open_storage(default_storage(home, "tiny"), heartbeat=False))
+    study = optuna.load_study(study_name="tiny", storage=open_storage(StudyHandle(home, "tiny").url, heartbeat=False))
     shown = evaluate_source(study, home, device=CPU)
     assert shown.held_out and shown.accuracy == pytest.approx(own)
     # the figures are the source trial's, on data it never saw, and say so; the refit trained on that data

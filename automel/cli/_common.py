@@ -1,4 +1,8 @@
-"""What every command shares: the console, the ``--home`` option and error handling."""
+"""What every command shares: the console, the ``--home`` option and error handling.
+
+The library names options as the Python API spells them (`time_limit`); every error, interrupted and note
+line printed here shows the CLI's flag instead (``--time-limit``, :mod:`automel.cli._flags`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from rich.console import Console, ConsoleRenderable, RenderHook
 from rich.markup import escape
 from rich.text import Text
 
+from automel.cli._flags import as_flags
 from automel.errors import AutomelError, ConfigError, DiskError, Fatal, Terminated
 from automel.redact import redact
 from automel.scratch import process_scratch
@@ -81,8 +86,9 @@ C = TypeVar("C", bound=str)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one error line to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print one error line to stderr and return the Exit to raise: the CLI's one error printer, where the
+    library's parameter names become flags (`time_limit` → ``--time-limit``, :func:`as_flags`)."""
+    err_console.print(f"[bold red]error:[/] {escape(as_flags(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -152,7 +158,7 @@ def interrupted_exit(message: str) -> typer.Exit:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, lambda *_: os._exit(code))
     what = "terminated (SIGTERM)" if terminated else "interrupted"
-    err_console.print(f"{what}: {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"{what}: {escape(as_flags(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -191,7 +197,7 @@ def _quiet_disk_faults_in_threads() -> None:
 
 class _NoteHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"note: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+        err_console.print(f"note: {escape(as_flags(record.getMessage()))}", highlight=False, soft_wrap=True)
 
 
 def _clean_warnings() -> None:

@@ -8,7 +8,7 @@ instead: one when it starts, one per finished trial, one when it ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -19,14 +19,20 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from automel.api.progress import TrialProgress
 from automel.cli._progress import add_training_task, progress_hook, training_progress
-from automel.engine.leaderboard import format_size, leaderboard_rows, trial_line
-from automel.engine.runner import FINISHED, SearchEvents, is_surplus, state_counts
+from automel.engine.leaderboard import LeaderboardRow, format_size, leaderboard_rows
+from automel.engine.runner import SearchEvents, state_counts
 
 
 def leaderboard(study: optuna.Study, top: int = 5) -> Table:
     """The best ``top`` trials as a table; ``*`` marks the accuracy × size Pareto front (see ``export --pareto``)."""
-    rows = leaderboard_rows(study, top)
+    return leaderboard_table(leaderboard_rows(study, top))
+
+
+def leaderboard_table(rows: Sequence[LeaderboardRow]) -> Table:
+    """Leaderboard rows (:func:`automel.api.show`'s ``leaderboard``, for one) as the table ``search`` and
+    ``show`` print."""
     sized = any(row.n_params is not None for row in rows)
     timed = any(row.latency_ms is not None for row in rows)
     robust = any(row.valid_acc_shifted is not None for row in rows)  # objective robust: the value is the mean
@@ -126,11 +132,12 @@ def search_view(trials: int, elapsed: Callable[[], float] | None = None) -> Live
 
 
 class PlainView:
-    """The search as plain lines, for a log that nobody watches redraw; used like :class:`LiveView`."""
+    """The search as plain lines, for a log that nobody watches redraw; used like :class:`LiveView`. One line
+    per finished trial, this process's or another worker's (:class:`automel.api.progress.TrialProgress`)."""
 
     def __init__(self, trials: int, console: Console, elapsed: Callable[[], float]) -> None:
         self.trials, self.console, self.elapsed = trials, console, elapsed
-        self.seen: set[int] = set()
+        self.lines = TrialProgress(trials, self.say, elapsed)
         self.live = self  # `with view.live:` as with a LiveView; the exit prints the end line
 
     def __enter__(self) -> PlainView:
@@ -145,18 +152,11 @@ class PlainView:
 
     def refresh(self, study: optuna.Study) -> None:
         """One line per trial finished since the last call, by this process or any other worker."""
-        trials = study.get_trials(deepcopy=False)
-        new = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=lambda t: t.number)
-        finished = sum(t.state in FINISHED for t in trials) - sum(t.state in FINISHED for t in new)
-        for trial in new:
-            self.seen.add(trial.number)
-            finished += trial.state in FINISHED
-            if not is_surplus(trial):  # a trial started after the target was met is no news
-                self.say(trial_line(trial, finished, self.trials, self.elapsed()))
+        self.lines.refresh(study)
 
     def events(self) -> SearchEvents:
         def on_start(study: optuna.Study, steps: int) -> None:
-            self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+            self.lines.start(study)
             self.say(f"search started: study {study.study_name}, {steps} steps per trial, "
                      f"{state_counts(study)['finished']}/{self.trials} trials finished "
                      f"[{self.elapsed():.0f} s elapsed]")

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 from rich.markup import escape
 from rich.table import Table
 
 from automel.cli._common import console, err_console
 from automel.cli._output import Format, print_csv, print_json, print_table
-from automel.engine.constraints import LATENCY_ATTR, PARAMS_ATTR
-from automel.engine.leaderboard import front_rows
-from automel.engine.runner import is_surplus, state_counts
+from automel.engine.runner import state_counts
+
+if TYPE_CHECKING:
+    from automel.api.studies import StudyOverview
 
 STUDY_COLUMNS = ("study", "storage", "dataset", "dataset_kind", "complete", "pruned", "failed", "running",
                  "best_trial", "best_valid_acc", "last_update")
@@ -48,16 +48,18 @@ def print_studies(home: Path, fmt: Format) -> None:
 
 
 def study_rows(home: Path) -> list[dict[str, Any]]:
+    from automel.cli._flags import as_flags
+    from automel.engine.handle import StudyHandle
     from automel.errors import StudyError
 
     rows: list[dict[str, Any]] = []
-    for db in sorted(home.glob("*.db")):
+    for db in StudyHandle.databases(home):
         url = f"sqlite:///{db}"
         try:
             rows += _rows_of(url)
         except Exception as exc:  # whatever is wrong with one file, the others are listed; none is written to
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            reason = str(exc) if isinstance(exc, StudyError) else f"cannot read {db}: {first}"
+            reason = as_flags(str(exc)) if isinstance(exc, StudyError) else f"cannot read {db}: {first}"
             rows.append({**dict.fromkeys(STUDY_COLUMNS), "study": db.stem, "storage": url, "error": reason})
     return rows
 
@@ -101,73 +103,33 @@ def _studies_table(home: Path, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def print_show(study: optuna.Study, fmt: Format) -> None:
+def print_show(overview: StudyOverview, fmt: Format) -> None:
     """The leaderboard, importances and failures (table); or every trial with its full parameters."""
     if fmt == "table":
-        _show_tables(study)
+        _show_tables(overview)
         return
-    rows = trial_rows(study)
+    rows = [trial.to_json() for trial in overview.trials]
     if fmt == "csv":
         params = list(dict.fromkeys(name for row in rows for name in row["params"]))
         print_csv([{**{k: row[k] for k in TRIAL_COLUMNS}, **row["params"]} for row in rows],
                   columns=[*TRIAL_COLUMNS, *params])
     else:
-        print_json({"study": study.study_name, "direction": study.direction.name.lower(), "trials": rows,
-                    "importances": _importances(study)})
+        print_json(overview.to_json())
 
 
-def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every trial in leaderboard order (completed ones by accuracy, ranked; then the rest by number);
-    surplus trials (started after the study held its target) are left out, as in the counts."""
-    trials = [t for t in study.get_trials(deepcopy=False) if not is_surplus(t)]
-    ranked = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-                    key=lambda t: (-(t.value or 0.0), t.number))
-    numbers = {t.number for t in ranked}
-    front = {row.trial for row in front_rows(study)}
-    rest = sorted((t for t in trials if t.number not in numbers), key=lambda t: t.number)
-    return ([_trial_row(t, rank, t.number in front) for rank, t in enumerate(ranked, 1)]
-            + [_trial_row(t, None, False) for t in rest])
+def _show_tables(overview: StudyOverview) -> None:
+    from automel.cli._live import leaderboard_table
 
-
-def _trial_row(trial: FrozenTrial, rank: int | None, pareto: bool) -> dict[str, Any]:
-    attrs = trial.user_attrs
-    return {"rank": rank, "trial": trial.number, "state": trial.state.name, "valid_acc": trial.value,
-            "steps": attrs.get("steps", trial.last_step), "seconds": attrs.get("seconds"),
-            "n_params": attrs.get(PARAMS_ATTR), "latency_ms": attrs.get(LATENCY_ATTR), "pareto": pareto,
-            "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
-            "completed": trial.datetime_complete.isoformat(timespec="seconds") if trial.datetime_complete else None,
-            "fail_reason": attrs.get("fail_reason") if trial.state == TrialState.FAIL else None,
-            "pruned_reason": attrs.get("pruned_reason") if trial.state == TrialState.PRUNED else None,
-            "params": dict(trial.params)}
-
-
-def _importances(study: optuna.Study) -> dict[str, float] | None:
-    """Parameter importances (Optuna's default evaluator); None with fewer than two completed trials."""
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
-        return None
-    with warnings.catch_warnings():  # one "may be inaccurate" warning per parameter of a small study
-        warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
-        importances = optuna.importance.get_param_importances(study)
-    return {name: float(value) for name, value in importances.items()}
-
-
-def _show_tables(study: optuna.Study) -> None:
-    from automel.cli._live import leaderboard
-
-    print_table(leaderboard(study, top=10))
-    importances = _importances(study)
-    if importances is not None:
+    print_table(leaderboard_table(overview.leaderboard))
+    if overview.importances is not None:
         table = Table(title="Parameter importances", title_justify="left")
         table.add_column("parameter")
         table.add_column("importance")
-        for name, value in importances.items():
+        for name, value in overview.importances.items():
             table.add_row(escape(name), f"{value:.3f}")
         print_table(table)
     else:
         console.print("parameter importances need at least two completed trials")
-    counts = state_counts(study)
-    console.print(f"pruned: {counts['pruned']}   failed: {counts['fail']}")
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if not is_surplus(trial):
-            console.print(f"  trial {trial.number} failed: {trial.user_attrs.get('fail_reason', 'no reason recorded')}",
-                          markup=False, highlight=False, soft_wrap=True)
+    console.print(f"pruned: {overview.counts['pruned']}   failed: {overview.counts['fail']}")
+    for line in overview.failure_lines():
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)

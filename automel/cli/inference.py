@@ -1,6 +1,6 @@
 """``automel embed``, ``verify`` and ``predict-audio``: a trained model used on audio, feature files and data sets.
 
-Thin commands over :mod:`automel.inference` and :mod:`automel.verification`: they check the options, call
+Thin commands over :func:`automel.api.load` and its :class:`~automel.api.Model`: they check the options, call
 the library and print one line of result. Every output is checked before any work by the one output rule
 (:mod:`automel.outputs`: never an input, never inside the model folder or a data set read, never a folder),
 then written to a temporary file and renamed, so an error (a missing file, audio that cannot be decoded, a
@@ -48,24 +48,16 @@ def embed(
     An HW4 data set gives all its utterances, with their feature file names as ids; any other input keeps
     its path (as given) as id.
     """
-    from automel.inference import (
-        SpeakerInference,
-        collect_inputs,
-        embedding_format,
-        embedding_ids_path,
-        write_embeddings,
-    )
-    from automel.train.device import select_device
+    from automel.api import load
+    from automel.inference import collect_inputs, embedding_format, embedding_ids_path
 
     kind = embedding_format(out)  # a wrong suffix is refused before any work
     items = collect_inputs(inputs)
     for target in (out, embedding_ids_path(out)) if kind == ".npy" else (out,):
         check_target(target, "--out", model, items, example=f"embeddings{kind}")
-    inference = SpeakerInference.load(model, select_device(device))
-    inference.on_windows = say_windows
-    vectors = inference.embed(items)
-    written = write_embeddings(out, [item.id for item in items], vectors, {"model": str(model)})
-    console.print(f"wrote {len(items)} embeddings of dimension {vectors.shape[1]} → "
+    embeddings = load(model, device, progress=say_note).embed(items)
+    written = embeddings.save(out, metadata={"model": str(model)})
+    console.print(f"wrote {len(items)} embeddings of dimension {embeddings.vectors.shape[1]} → "
                   f"{', '.join(str(p) for p in written)}", highlight=False)
 
 
@@ -83,18 +75,14 @@ def verify(
 
     Without labels and without --scores, the scored lines are printed to stdout.
     """
-    from automel.inference import SpeakerInference
-    from automel.train.device import select_device
+    from automel.api import load
     from automel.verification import P_TARGET, read_trials, write_scores
-    from automel.verification import verify as verify_trials
 
     trial_list = read_trials(trials)  # every file it names must exist before any work
     if scores is not None:
         named = [trials, *(p for t in trial_list.trials for p in (t.enroll, t.test))]
         check_output_file(scores, "--scores", inputs=named, inside=[("the model folder", model)], example="scores.txt")
-    inference = SpeakerInference.load(model, select_device(device))
-    inference.on_windows = say_windows
-    result = verify_trials(inference, trial_list)
+    result = load(model, device, progress=say_note).verify(trial_list)
     if scores is not None:
         write_scores(scores, trial_list, result.scores)
     if result.eer is not None and result.min_dcf is not None:
@@ -121,16 +109,15 @@ def predict_audio(
     device: DeviceOption = "auto",
 ) -> None:
     """Predict the speakers of audio files (or .pt features) with the front end the model was trained with."""
-    from automel.inference import SpeakerInference, collect_inputs, write_predictions
-    from automel.train.device import select_device
+    from automel.api import load
+    from automel.inference import collect_inputs, write_predictions
 
     items = collect_inputs(inputs)
     check_target(out, "--out", model_dir, items, example="output.csv")
-    inference = SpeakerInference.load(model_dir, select_device(device))
-    inference.on_windows = say_windows
-    predictions = inference.predict(items, top_k)
+    loaded = load(model_dir, device, progress=say_note)
+    predictions = loaded.predict(items, top_k)
     write_predictions(out, predictions)
-    console.print(f"wrote {out} ({len(predictions)} predictions, top {min(top_k, len(inference.speakers))})",
+    console.print(f"wrote {out} ({len(predictions)} predictions, top {min(top_k, len(loaded.speakers))})",
                   highlight=False)
 
 
@@ -143,7 +130,6 @@ def check_target(out: Path, option: str, model: Path, items: Sequence[InputItem]
                       example=example)
 
 
-def say_windows(name: str, frames: int, windows: int) -> None:
-    """One progress line for an input long enough to run in windows (at the 10 ms hop)."""
-    err_console.print(f"note: {escape(name)}: {frames / 100:.0f} s long: it runs in {windows} overlapping "
-                      f"windows, whose outputs are averaged", highlight=False, soft_wrap=True)
+def say_note(line: str) -> None:
+    """A note on stderr: an input long enough to run in windows (:func:`automel.api.models.windows_line`)."""
+    err_console.print(f"note: {escape(line)}", highlight=False, soft_wrap=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,12 +19,13 @@ from automel.cli._common import (
     console,
     err_console,
     handle_errors,
-    resolve_data,
     seed_option,
     warn_plugin_failures,
 )
-from automel.errors import ConfigError, DataError
-from automel.outputs import Inside, check_output_file, check_output_folder
+from automel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from automel.api import TrainHooks, TrainPlan
 
 
 def register(app: typer.Typer) -> None:
@@ -57,92 +59,42 @@ def train(
     home: HomeOption = None,
 ) -> None:
     """Train one model and write a run directory (weights, config, metrics, output.csv)."""
-    from automel.cli._banks import check_bank_folders, with_banks
-    from automel.cli._progress import add_training_task, counted_progress, progress_hook, training_progress
-    from automel.home import resolve_home
-    from automel.runs import write_run_dir
-    from automel.train.config import RunSettings
-    from automel.train.device import select_device
-    from automel.train.run import metrics_lines, open_workspace, test_submission, train_run
+    from automel.api import train as train_model
 
     warn_plugin_failures()
-    started = time.monotonic()
-    limit_s = train_time_limit(time_limit)
-    params = _load_params(preset, config)
-    check_bank_folders(noise, rir)
-    steps = steps or (DEFAULT_STEPS if limit_s is None else TIMED_MAX_STEPS)
-    deadline = None if limit_s is None else started + limit_s - finish_reserve_s(limit_s)
-    settings = RunSettings(steps=steps, valid_every=valid_every, seed=seed, compile=compile_model,
-                           deterministic=deterministic, deadline=deadline, large_margin=large_margin, average=average)
-    torch_device = select_device(device)
-    root = resolve_data(data, home)
-    with counted_progress(err_console, "building the feature cache", "utterances") as cache_progress:
-        work = open_workspace(root, resolve_home(home), split_seed=seed, on_progress=cache_progress)
-    settings = with_banks(settings, params, noise, rir, work, resolve_home(home))
-    name = preset or (config.stem if config else "simple")
-    target = out or resolve_home(home) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_output_folder(target, "--out", inside=[("the data set", root)])  # a file in the way: one line, at once
-    if target.exists() and any(target.iterdir()):
-        raise ConfigError(f"{target}: already exists and is not empty; choose another --out")
-    dataset = work.store.dataset
-    console.print(f"Training [bold]{escape(name)}[/] on {escape(dataset.name)} \\[{dataset.kind}] "
-                  f"({len(work.split.train)} train / {len(work.split.valid)} valid utterances) on {torch_device}",
-                  highlight=False)
-    with training_progress(console=err_console) as progress:
-        task = add_training_task(progress, name, None if steps == TIMED_MAX_STEPS else steps)
-        model, result, record = train_run(params, work, settings, torch_device,
-                                          on_progress=progress_hook(progress, task))
-    rows = test_submission(model, work.store, record.speakers) if work.store.dataset.test else None
-    run_dir = write_run_dir(target, model.state_dict(), record, metrics_lines(result), rows)
-    scored = ("valid accuracy" if work.scored_on == "valid" else
+    run = train_model(preset, config, data, steps=steps, time_limit=time_limit, valid_every=valid_every, out=out,
+                      device=device, seed=seed, compile=compile_model, deterministic=deterministic, noise=noise,
+                      rir=rir, large_margin=large_margin, average=average, home=home, hooks=_train_hooks())
+    scored = ("valid accuracy" if run.scored_on == "valid" else
               "training accuracy (no validation utterances: every speaker has one)")
-    console.print(f"best {scored} [bold]{result.best_valid_acc:.2%}[/] at step {result.best_step} "
-                  f"({result.seconds:.0f} s) → {run_dir}", highlight=False)
+    console.print(f"best {scored} [bold]{run.valid_acc:.2%}[/] at step {run.best_step} "
+                  f"({run.seconds:.0f} s) → {run.path}", highlight=False)
+    limit_s = run.plan.time_limit_s
     if limit_s is not None:
-        ended = "annealed by the time limit" if result.schedule == "clock" else "all planned steps ran"
-        console.print(f"{result.steps} steps in {time.monotonic() - started:.0f} s of {limit_s:g} s: {ended}",
+        ended = "annealed by the time limit" if run.ended_by_time_limit else "all planned steps ran"
+        console.print(f"{run.steps} steps in {run.elapsed_s:.0f} s of {limit_s:g} s: {ended}", highlight=False)
+
+
+def _train_hooks() -> TrainHooks:
+    """The training run as the terminal shows it: the plan and the results on stdout; the feature-cache build
+    and the training's progress bar (or plain counted lines off a terminal) on stderr."""
+    from automel.api import TrainHooks
+    from automel.cli._flags import flag_note
+    from automel.cli._progress import add_training_task, counted_progress, progress_hook, training_progress
+
+    def start(plan: TrainPlan) -> None:
+        console.print(f"Training [bold]{escape(plan.name)}[/] on {escape(plan.dataset)} \\[{plan.kind}] "
+                      f"({plan.train_utterances} train / {plan.valid_utterances} valid utterances) on {plan.device}",
                       highlight=False)
 
+    @contextlib.contextmanager
+    def training(plan: TrainPlan) -> Iterator[Callable[[int, dict[str, float]], None]]:
+        with training_progress(console=err_console) as progress:
+            yield progress_hook(progress, add_training_task(progress, plan.name, plan.steps))
 
-DEFAULT_STEPS = 2000
-TIMED_MAX_STEPS = 1_000_000  # with --time-limit and no --steps: the clock ends the run
-
-
-def train_time_limit(text: str | None) -> float | None:
-    """Seconds of ``--time-limit``, checked like ``automel search``'s (same one-line errors)."""
-    from automel.engine.budget import check_time_limit, parse_duration
-
-    if text is None:
-        return None
-    seconds = parse_duration(text, "--time-limit")
-    check_time_limit(seconds)
-    return seconds
-
-
-def finish_reserve_s(limit_s: float) -> float:
-    """Set aside from a timed run for the test predictions and the files: the search's export reserve."""
-    from automel.engine.budget import EXPORT_RESERVE_S, EXPORT_RESERVE_SHARE
-
-    return EXPORT_RESERVE_S + EXPORT_RESERVE_SHARE * limit_s
-
-
-def _load_params(preset: str | None, config: Path | None) -> dict[str, Any]:
-    from automel.presets import preset_params
-
-    params: dict[str, Any] = preset_params(preset or "simple") if preset or not config else {}
-    if config is not None:
-        from automel.userjson import read_user_json
-
-        if config.is_dir():
-            raise ConfigError(f"{config}: cannot read a folder; give --config a JSON file of parameters")
-        data = read_user_json(config, ConfigError)  # depth, integer and string limits: one line, never a traceback
-        if not isinstance(data, dict):
-            raise ConfigError(f"{config}: must hold a JSON object of parameters")
-        given = data.get("params", data) if data.get("format") else data
-        if not isinstance(given, dict):
-            raise ConfigError(f"{config}: 'params' must be a JSON object of parameters")
-        params.update(given)
-    return params
+    return TrainHooks(note=flag_note(lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)),
+                      caching=lambda: counted_progress(err_console, "building the feature cache", "utterances"),
+                      start=start, training=training)
 
 
 def predict(
@@ -175,57 +127,15 @@ def predict(
 
         predict_audio(run_dir, inputs, out, top_k, device)
         return
-    from automel.adapt import adapt_for_prediction, check_adapt
-    from automel.adapt import describe as describe_adaptation
-    from automel.data.layout import read_dataset
-    from automel.data.store import open_store
-    from automel.home import resolve_home
-    from automel.inference import SpeakerInference
-    from automel.model_folder import load_run
-    from automel.runs import check_compatible, write_submission_rows
-    from automel.train.device import select_device
-    from automel.train.run import test_submission
+    from automel.api import predict as predict_data_set
 
-    reads: list[Inside] = [("the model folder", run_dir)]
-    check_output_file(out, "--out", inside=reads, example="output.csv")  # before the model is loaded or a cache built
-    check_adapt(adapt, auto=True)
-    model, record = load_run(run_dir)
-    root = data or Path(record.dataset.get("root", ""))
-    if data is None and not root.is_dir():
-        raise ConfigError(f"{run_dir}: its data set {root} is gone; pass --data")
-    check_output_file(out, "--out", inside=[*reads, ("the data set", root)])  # D/answers.csv would then score 100 %
-    differ, detail = _speaker_difference(record.speakers, read_dataset(root).speakers)
-    if differ and not allow_unknown_speakers:
-        raise DataError(f"{root}: {differ} speakers differ from the model's in {run_dir} ({detail}); "
-                        "pass --allow-unknown-speakers to predict with the model's speakers anyway")
-    if differ:
-        err_console.print(f"[yellow]warning:[/] {differ} speakers differ between {escape(str(root))} and the model "
-                          f"({escape(detail)}); predictions name the model's {len(record.speakers)} speakers only",
-                          highlight=False, soft_wrap=True)
-    store = open_store(root, resolve_home(home))
-    check_compatible(record, store.n_mels, root)
-    if not store.dataset.test:
-        raise ConfigError(f"{root}: has no test utterances (testdata.json) to predict")
-    torch_device = select_device(device)
-    adaptation = adapt_for_prediction(model, record.extra, store, adapt, resolve_home(home), torch_device,
-                                      SpeakerInference(model, record, run_dir).features)
-    if adaptation is not None:
-        err_console.print(escape(describe_adaptation(adaptation)), highlight=False, soft_wrap=True)
-    rows = test_submission(model, store, record.speakers, torch_device)
-    try:
-        write_submission_rows(out, rows)  # atomic: a failed write leaves nothing behind
-    except OSError as exc:
-        raise ConfigError(f"{out}: cannot write the submission ({exc.strerror or exc})") from None
-    console.print(f"wrote {out} ({len(rows)} predictions)", highlight=False)
-
-
-def _speaker_difference(model: tuple[str, ...], data: tuple[str, ...]) -> tuple[int, str]:
-    """How many speakers are in only one of the two sets, and which, in words (``0, ""`` when they agree)."""
-    unknown = sorted(set(data) - set(model))
-    absent = sorted(set(model) - set(data))
-    parts = [f"{len(names)} only in the {where}, e.g. {names[0]}"
-             for names, where in ((unknown, "data set"), (absent, "model")) if names]
-    return len(unknown) + len(absent), "; ".join(parts)
+    written = predict_data_set(run_dir, data, out, adapt=adapt, allow_unknown_speakers=allow_unknown_speakers,
+                               device=device, home=home)
+    if written.warning is not None:
+        err_console.print(f"[yellow]warning:[/] {escape(written.warning)}", highlight=False, soft_wrap=True)
+    if written.adaptation is not None:
+        err_console.print(escape(written.adaptation), highlight=False, soft_wrap=True)
+    console.print(f"wrote {written.path} ({len(written)} predictions)", highlight=False)
 
 
 def score(

@@ -25,16 +25,10 @@ def report(
     home: HomeOption = None,
 ) -> None:
     """An HTML report of a study: history, importances, accuracy by plugin, curves and the export's errors."""
-    from automel.engine.runner import load_study
-    from automel.home import resolve_home
-    from automel.report import check_out, write_report
-    from automel.train.device import select_device
+    from automel.api import report as write_report
 
-    target = check_out(out)  # a missing folder fails before the study is read
-    where = resolve_home(home)
     quiet_optuna()
-    written = write_report(load_study(where, study, storage), where, target, data_root=data,
-                           device=select_device(device))
+    written = write_report(study, out, home=home, storage=storage, data=data, device=device)
     console.print(f"wrote {written.html} with {len(written.figures)} plots, and their PNGs beside it",
                   highlight=False, soft_wrap=True)
     for note in written.notes:

@@ -128,6 +128,7 @@ def _hooks(trials: int) -> SearchHooks:
     """The CLI's view of a search: the live view on a terminal, else plain lines; the leaderboard at the end."""
     import time
 
+    from automel.cli._flags import as_flags, flag_note
     from automel.cli._live import say_plain, search_view
     from automel.cli._progress import plain_counts
     from automel.engine.job import SearchHooks
@@ -136,13 +137,13 @@ def _hooks(trials: int) -> SearchHooks:
     view = search_view(trials, lambda: time.monotonic() - started)
 
     def say(line: str) -> None:
-        console.print(line, highlight=False, soft_wrap=True, markup=False)
+        console.print(as_flags(line), highlight=False, soft_wrap=True, markup=False)
 
     def aside(line: str) -> None:
-        err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+        err_console.print(as_flags(line), highlight=False, soft_wrap=True, markup=False)
 
-    return SearchHooks(note=say, aside=aside, phase=say_plain, events=view.events(), watching=lambda: view.live,
-                       refresh=view.refresh, on_search_end=_report_search,
+    return SearchHooks(note=say, aside=aside, phase=flag_note(say_plain), events=view.events(),
+                       watching=lambda: view.live, refresh=view.refresh, on_search_end=_report_search,
                        cache_progress=plain_counts(err_console, "building the feature cache", "utterances"))
 
 
@@ -182,29 +183,13 @@ def refit(
     home: HomeOption = None,
 ) -> None:
     """Refit a finished study's best configuration(s) on all labelled data and export them."""
-    from automel.adapt import check_adapt
-    from automel.engine.budget import Clock, check_time_limit, parse_duration, quality_named
-    from automel.engine.finish import FinishOptions, finish_study
-    from automel.engine.runner import load_study
-    from automel.exporting import require_formats
-    from automel.home import resolve_home
-    from automel.train.device import select_device
+    from automel.api.exports import refit as refit_study
+    from automel.cli._flags import flag_note
 
-    export_formats = require_formats(_names(formats))  # a bad format fails before the refit, not after it
-    check_adapt(adapt)
-    chosen = quality_named(quality)
-    deadline = None
-    if time_limit is not None:
-        limit_s = parse_duration(time_limit)
-        check_time_limit(limit_s)
-        deadline = Clock(limit_s, chosen).finish_deadline()
-    where = resolve_home(home)
-    loaded = load_study(where, study, storage)
-    options = FinishOptions(ensemble_size=chosen.ensemble_size, refit_seeds=chosen.refit_seeds, steps=steps,
-                            formats=export_formats, adapt=adapt)
     try:
-        result = finish_study(loaded, where, options, select_device(device), deadline=deadline, data_root=data,
-                              note=lambda line: console.print(line, highlight=False))
+        result = refit_study(study, time_limit=time_limit, quality=quality, steps=steps, data=data,
+                             formats=_names(formats) or (), adapt=adapt, device=device, storage=storage, home=home,
+                             progress=flag_note(lambda line: console.print(line, highlight=False)))
     except KeyboardInterrupt:
         raise interrupted_exit("the study and the previous export are intact; rerun to refit") from None
     console.print(f"exported {result.kind} of trials {', '.join(str(m['trial']) for m in result.members)} "
@@ -235,46 +220,37 @@ def export(
     A refit or ensemble export in the study's folder is kept unless --trial N asks to replace it: --format
     alone then adds the deployable files to it and never changes its model.
     """
-    from automel.adapt import check_adapt
+    from automel.api.exports import export as export_study
+    from automel.api.exports import pareto_front
     from automel.exporting import require_formats
 
     chosen_formats = require_formats(formats)  # an unknown format or a missing extra fails before any work
-    check_adapt(adapt)
     if model is not None:
         from automel.cli._exports import export_folder
 
         export_folder(model, out, chosen_formats, given_study=study is not None or trial is not None or pareto)
         return
-    from automel.cli._exports import keep_held, pareto_front, print_front, study_reads
-    from automel.engine.export import export_trial, held_export, pick_trial
-    from automel.engine.runner import load_study
-    from automel.home import resolve_home, study_dir
+    if pareto and trial is None:
+        from automel.cli._exports import print_front
 
+        print_front(pareto_front(study, storage=storage, home=home))
+        return
     if out is not None:
         check_output_folder(out, "--out")  # a file in the way fails before the study is read
-    where = resolve_home(home)
-    loaded = load_study(where, study, storage)
-    if pareto:
-        front = pareto_front(loaded, trial)
-        if trial is None:
-            print_front(front)
-            return
-    if out is not None:
-        check_output_folder(out, "--out", inside=study_reads(loaded, where, data))
-        chosen = pick_trial(loaded, trial)
-        path, valid_acc = export_trial(loaded, where, chosen, out, data_root=data, formats=chosen_formats, adapt=adapt)
-        console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
-        return
-    target = study_dir(where, loaded.study_name) / "best"
-    held = held_export(target)
-    if trial is None and held is not None and keep_held(loaded, held, target, chosen_formats):
-        return
-    chosen = pick_trial(loaded, trial)
-    path, valid_acc = export_trial(loaded, where, chosen, target, replace=True, data_root=data,
-                                   formats=chosen_formats, adapt=adapt)
-    console.print(f"exported trial {chosen.number} (valid accuracy {valid_acc:.2%}) to {path}", highlight=False)
-    if held is not None and held.retrained:
-        console.print(f"replaced {held.describe()} with trial {chosen.number}", highlight=False)
+    done = export_study(study, trial, out=out, formats=chosen_formats, adapt=adapt, pareto=pareto, data=data,
+                        storage=storage, home=home)
+    if done.action == "added":
+        console.print(f"added {', '.join(p.name for p in done.added.values())} to {done.held} in {done.path}; "
+                      "its model is unchanged", highlight=False, soft_wrap=True)
+    elif done.action == "kept":
+        console.print(f"{done.path} already holds {done.held}, which a trial's own weights would replace: nothing "
+                      f"to do. Add deployable files with --format, or replace it with --trial N", highlight=False,
+                      soft_wrap=True)
+    else:
+        console.print(f"exported trial {done.trial} (valid accuracy {done.valid_acc:.2%}) to {done.path}",
+                      highlight=False)
+        if done.replaced is not None:
+            console.print(f"replaced {done.replaced} with trial {done.trial}", highlight=False)
 
 
 def studies(home: HomeOption = None, output: FormatOption = "table") -> None:
@@ -291,12 +267,11 @@ def show(study: StudyOption = None, storage: StorageOption = None, home: HomeOpt
 
     With --format json or csv: every trial instead, best first, with its full parameters.
     """
+    from automel.api.studies import show as overview_of
     from automel.cli._studies import print_show
-    from automel.engine.runner import load_study
-    from automel.home import resolve_home
 
     fmt = output_format(output)  # a bad --format fails before the study is read
-    print_show(load_study(resolve_home(home), study, storage), fmt)
+    print_show(overview_of(study, home=home, storage=storage), fmt)
 
 
 def dashboard(
@@ -329,18 +304,17 @@ def dashboard(
     from optuna_dashboard import run_server  # imports optuna: after the quick check
 
     from automel.engine.artifacts import artifact_store
-    from automel.engine.runner import load_study
-    from automel.engine.study import artifact_dir, default_storage, open_storage
+    from automel.engine.handle import StudyHandle
+    from automel.engine.study import open_storage
     from automel.home import resolve_home
 
-    where = resolve_home(home)
-    loaded = load_study(where, study, storage)
-    url = storage or default_storage(where, loaded.study_name)
+    handle = StudyHandle.find(resolve_home(home), study, storage)
+    loaded = handle.load()
     console.print(f"optuna-dashboard for study [bold]{loaded.study_name}[/] at http://{host}:{port}/ (Ctrl-C stops)",
                   highlight=False)
     try:
-        run_server(open_storage(url, heartbeat=False), host=host, port=port,
-                   artifact_store=artifact_store(artifact_dir(where, loaded.study_name)))
+        run_server(open_storage(handle.url, heartbeat=False), host=host, port=port,
+                   artifact_store=artifact_store(handle.artifacts))
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise

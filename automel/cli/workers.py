@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,7 +21,8 @@ from automel.cli._common import (
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
+
+    from automel.engine.handle import StudyHandle
 
 
 def register(app: typer.Typer) -> None:
@@ -49,26 +48,29 @@ def worker(
     home: HomeOption = None,
 ) -> None:
     """Join an existing study and run its trials beside other workers (on this or other machines)."""
+    from automel.api.progress import TrialProgress
+    from automel.engine.handle import StudyHandle
     from automel.engine.parallel import STORAGE_ENV
     from automel.engine.runner import SearchEvents, run_trials
-    from automel.engine.study import default_storage
     from automel.engine.worker import open_worker, study_is_done
     from automel.home import resolve_home
     from automel.redact import redact
 
     where = resolve_home(home)
-    storage = storage or os.environ.pop(STORAGE_ENV, None)  # from `search --workers`: kept off the command line
-    url = storage or default_storage(where, study)
-    if storage is None and not (where / f"{study}.db").exists():
+    # from `search --workers`: the storage URL is kept off the command line
+    handle = StudyHandle(where, study, storage or os.environ.pop(STORAGE_ENV, None))
+    if not handle.exists():
         from automel.errors import StudyError
 
         raise StudyError(f"no study '{study}' in {where}; pass --storage URL for a shared study")
+    url = handle.url
     quiet_optuna()
     warn_plugin_failures()
     opened, options = open_worker(where, study, url, data, device, trials, grace_period, worker_index, timeout)
     console.print(f"worker {os.getpid()} joined study [bold]{study}[/] ({escape(redact(url))}) on {device}: target "
                   f"{options.trials} finished trials", highlight=False, soft_wrap=True)
-    outcome = run_trials(opened, where, options, SearchEvents(on_trial_end=_print_trial(options.trials)))
+    lines = TrialProgress(options.trials, _say)  # one plain line per trial this worker finishes: a log
+    outcome = run_trials(opened, where, options, SearchEvents(on_trial_end=lines.finished))
     counts = outcome.counts
     console.print(f"worker {os.getpid()} done: {outcome.finished_here} trials finished here; study holds "
                   f"{counts['finished']}/{options.trials} ({counts['complete']} complete, {counts['pruned']} pruned, "
@@ -76,28 +78,17 @@ def worker(
     if outcome.interrupted:
         raise interrupted_exit("the study is consistent; run the same command to rejoin it")
     if export and counts["complete"] and study_is_done(outcome.study, options.trials):
-        _export(outcome.study, where, data)
+        _export(handle, outcome.study, data)
 
 
-def _print_trial(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """One plain line per trial this worker finishes (a worker's output is a log, not a terminal view)."""
-    from automel.engine.leaderboard import trial_line
-    from automel.engine.runner import is_surplus, state_counts
-
-    started = time.monotonic()
-
-    def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
-        if not is_surplus(trial):
-            console.print(trial_line(trial, state_counts(study)["finished"], target, time.monotonic() - started),
-                          markup=False, highlight=False, soft_wrap=True)
-
-    return on_trial_end
+def _say(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _export(study: optuna.Study, home: Path, data: Path | None) -> None:
-    from automel.engine.export import export_best
+def _export(handle: StudyHandle, study: optuna.Study, data: Path | None) -> None:
+    from automel.engine.finish.write import export_best
 
-    path, best, wrote = export_best(study, home, data)
-    verb = "exported to" if wrote else "already exported in"
+    written, best = export_best(handle, study, data)
+    verb, path = ("exported to", written.path) if written is not None else ("already exported in", handle.best)
     console.print(f"best trial {best.number}: valid accuracy {best.value:.2%} → {verb} {path}", highlight=False,
                   soft_wrap=True)

@@ -79,13 +79,13 @@ def prepare_dataset(
     error case ``out`` is left as it was and no temporary folder remains.
     """
     if jobs < 1:
-        raise ConfigError(f"jobs must be at least 1, got {jobs}")
+        raise ConfigError(f"`jobs` must be at least 1, got {jobs}")
     if test_per_speaker < 0:
-        raise ConfigError(f"test_per_speaker must be 0 or more, got {test_per_speaker}")
+        raise ConfigError(f"`test_per_speaker` must be 0 or more, got {test_per_speaker}")
     if (src is None) == (manifest is None):
-        raise ConfigError("give either an audio folder SRC or --manifest FILE (exactly one of them)")
+        raise ConfigError("give either an audio folder SRC or `manifest` FILE (exactly one of them)")
     if manifest is not None and speaker_regex is not None:
-        raise ConfigError("--speaker-regex applies to an audio folder, not to --manifest (it names speakers)")
+        raise ConfigError("`speaker_regex` applies to an audio folder, not to `manifest` (it names speakers)")
     params = FbankParams()
     out = Path(out)
     writer = DatasetWriter(out, n_mels=params.n_mels, info={  # refuses a non-empty OUT before any decoding
@@ -154,7 +154,7 @@ def scan_folder(src: Path, speaker_regex: str | None, skipped: list[tuple[Path, 
     if not sources:
         hint = f"the speaker regex '{speaker_regex}' matches none" if pattern else "all lie directly in it"
         raise DataError(f"{src}: no audio file has a speaker: {hint} (give one folder per speaker, "
-                        "or --speaker-regex for a flat folder)")
+                        "or `speaker_regex` for a flat folder)")
     return sorted(sources, key=lambda s: s.key)
 
 

@@ -105,7 +105,7 @@ def download_trial(store: FileSystemArtifactStore, trial: FrozenTrial, into: Pat
         if WEIGHTS_ATTR in trial.user_attrs and trial.user_attrs.get("worker"):
             raise StudyError(f"trial {trial.number}'s weights are not in this home's artifact store (the trial ran on "
                              f"{trial.user_attrs['worker']}, or its weights were trimmed); give the workers one "
-                             f"shared --home, or export on the machine that ran it")
+                             f"shared `home`, or export on the machine that ran it")
         raise StudyError(f"trial {trial.number}'s weights were not kept (only the best trials keep theirs); "
                          f"retrain it with `automel train --config` on its parameters")
     download_artifact(artifact_store=store, file_path=str(into / WEIGHTS), artifact_id=trial.user_attrs[WEIGHTS_ATTR])

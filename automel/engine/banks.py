@@ -53,7 +53,7 @@ def record_banks(study: optuna.Study, noise: Path | None, rir: Path | None, work
         if started and (before or {}).get("fingerprint") != bank.fingerprint:
             was = f"{OPTION[kind]} {before['source']}" if before else f"no {OPTION[kind]}"
             raise StudyError(f"study '{study.study_name}' was created with {was}, not {OPTION[kind]} {folder} "
-                             "(or the folder changed); use another --study name for a different search")
+                             "(or the folder changed); use another `study` name for a different search")
         recorded[kind] = {"source": str(bank.source), "fingerprint": bank.fingerprint, "array": str(bank.array)}
     study.set_user_attr(BANKS_ATTR, recorded)
 
@@ -79,7 +79,7 @@ def _settings(recorded: dict[str, Any]) -> BankSettings:
             continue
         if not Path(entry["array"]).is_file():
             raise StudyError(f"the study's {kind} bank {entry['array']} (from {OPTION[kind]} {entry['source']}) "
-                             "is not on this machine; run with the study's --home, or rerun `automel search` "
+                             "is not on this machine; run with the study's `home`, or rerun `automel search` "
                              f"with {OPTION[kind]} {entry['source']} to convert it again")
         if kind == NOISE:
             out["noise_bank"] = str(entry["array"])

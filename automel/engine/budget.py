@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from automel.errors import ConfigError
+from automel.errors import ConfigError, option_named
 from automel.plugin import using_search_scale
 
 if TYPE_CHECKING:
@@ -62,9 +62,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?)\s
 _UNIT_S = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
 
 
-def parse_duration(text: str | float, what: str = "--time-limit") -> float:
+def parse_duration(text: str | float, what: str = "time_limit") -> float:
     """Seconds in ``90s``, ``30m``, ``2h``, ``1.5h``, plain ``600`` (or a number of seconds); at most
-    :data:`MAX_TIME_LIMIT_S`. :class:`ConfigError` otherwise, quoting the value as the user gave it."""
+    :data:`MAX_TIME_LIMIT_S`. :class:`ConfigError` otherwise, quoting the value as the user gave it and naming
+    ``what`` (a parameter, shown in backticks, or a flag as given: :func:`automel.errors.option_named`)."""
+    what = option_named(what)
     shown = repr(text) if isinstance(text, str) else format(text, "g") if isinstance(text, float) else str(text)
     if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ConfigError(f"{what} {shown} is not a duration (use e.g. 90s, 30m, 2h or plain seconds)")
@@ -87,12 +89,12 @@ def quality_named(name: str) -> Quality:
     try:
         return QUALITIES[name]
     except KeyError:
-        raise ConfigError(f"--quality {name!r} is unknown (choose {', '.join(QUALITIES)})") from None
+        raise ConfigError(f"`quality` {name!r} is unknown (choose {', '.join(QUALITIES)})") from None
 
 
 def check_time_limit(seconds: float) -> None:
     if seconds < MIN_TIME_LIMIT_S:
-        raise ConfigError(f"--time-limit {seconds:g}s is shorter than the shortest useful run "
+        raise ConfigError(f"`time_limit` {seconds:g}s is shorter than the shortest useful run "
                           f"({MIN_TIME_LIMIT_S:g}s: one short trial, a refit and the export)")
 
 

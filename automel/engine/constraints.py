@@ -41,9 +41,9 @@ class Constraints:
 
     def __post_init__(self) -> None:
         if self.max_params is not None and self.max_params < 1:
-            raise ConfigError(f"--max-params must be a positive number of parameters, got {self.max_params}")
+            raise ConfigError(f"`max_params` must be a positive number of parameters, got {self.max_params}")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:
-            raise ConfigError(f"--max-latency-ms must be a positive number of milliseconds, got {self.max_latency_ms}")
+            raise ConfigError(f"`max_latency_ms` must be a positive number of milliseconds, got {self.max_latency_ms}")
 
     @property
     def active(self) -> bool:
@@ -76,13 +76,13 @@ def settle_constraints(study: optuna.Study, wanted: Constraints) -> Constraints:
     if stored is None:
         if wanted.active and study.get_trials(deepcopy=False):
             raise StudyError(f"study '{study.study_name}' was searched without size or latency limits; "
-                             "use another --study name for a search with them")
+                             "use another `study` name for a search with them")
         study.set_user_attr(CONSTRAINTS_ATTR, wanted.to_json())
         return wanted
     current = _from_json(stored)
     if wanted.active and wanted != current:
         raise StudyError(f"study '{study.study_name}' was created with {current.describe()}, not "
-                         f"{wanted.describe()}; use another --study name for a different search")
+                         f"{wanted.describe()}; use another `study` name for a different search")
     return current
 
 

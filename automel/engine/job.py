@@ -122,7 +122,7 @@ def run_search_job(job: SearchJob, hooks: SearchHooks | None = None, clock: Cloc
     hooks.on_search_end(opened.study, opened.url)
     if interrupted:
         raise Interrupted(RESUME)
-    result = _finish(opened.study, job, clock, hooks)
+    result = _finish(opened, job, clock, hooks)
     return SearchRun(opened.study, opened.url, job.home, job.data, result, clock.elapsed(), clock.limit_s,
                      stopped_because)
 
@@ -159,7 +159,7 @@ def _say_why_the_search_ended(study: optuna.Study, job: SearchJob, hooks: Search
     counts = state_counts(study)
     if counts["complete"] == 0:
         hooks.note(f"no trial completed within the search's share of the {job.limit_s:.0f} s time limit "
-                   f"({counts['pruned']} pruned, {counts['fail']} failed); a longer time_limit or fewer workers "
+                   f"({counts['pruned']} pruned, {counts['fail']} failed); a longer `time_limit` or fewer `workers` "
                    f"({job.workers} now) gives each trial more time")
     elif counts["finished"] < job.options.trials:
         hooks.note(f"the time limit ended the search after {counts['finished']} of at most {job.options.trials} "
@@ -193,15 +193,16 @@ def run_in_workers(opened: OpenedSearch, home: Path, options: SearchOptions, wor
     return False
 
 
-def _finish(study: optuna.Study, job: SearchJob, clock: Clock, hooks: SearchHooks) -> FinishResult:
+def _finish(opened: OpenedSearch, job: SearchJob, clock: Clock, hooks: SearchHooks) -> FinishResult:
     """Ensemble, refit and export within the clock; Ctrl-C keeps the search and says how to finish."""
+    study = opened.study
     options = FinishOptions(refit=job.refit, ensemble_size=job.quality.ensemble_size,
                             refit_seeds=job.quality.refit_seeds, deterministic=job.options.deterministic,
                             formats=job.formats, adapt=job.adapt)
     started = time.monotonic()
     hooks.phase(f"ensemble, refit and export started [{clock.elapsed():.0f} s elapsed]")
     try:
-        result = finish_study(study, job.home, options, select_device(job.options.device),
+        result = finish_study(opened.handle, study, options, select_device(job.options.device),
                               deadline=clock.finish_deadline(), data_root=job.data, note=hooks.note)
     except KeyboardInterrupt:
         raise Interrupted(f"after the search: every trial is saved and the previous export is intact; "

@@ -66,7 +66,7 @@ def cap_workers(workers: int, device: str, cores: int | None = None) -> tuple[in
     cores = cores or usable_cores()
     if workers <= cores:
         return workers, None
-    return cores, (f"--workers {workers}: this machine gives {cores} CPU core{'s' if cores > 1 else ''}; running "
+    return cores, (f"`workers` {workers}: this machine gives {cores} CPU core{'s' if cores > 1 else ''}; running "
                    f"{cores} worker{'s' if cores > 1 else ''}, one a core (more would share the cores and finish "
                    "fewer trials)")
 
@@ -82,8 +82,8 @@ def launch_workers(opened: OpenedSearch, home: Path, options: SearchOptions, wor
     import torch
 
     if workers < 1:
-        raise StudyError(f"--workers {workers}: need at least 1")
-    logs = home / opened.study.study_name / "logs"
+        raise StudyError(f"`workers` {workers}: need at least 1")
+    logs = opened.handle.logs
     logs.mkdir(parents=True, exist_ok=True)
     devices = plan_devices(options.device, workers, torch.cuda.device_count())
     threads = threads_per_worker(workers) if all(not d.startswith("cuda") for d in devices) else 1

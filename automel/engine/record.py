@@ -88,7 +88,7 @@ def check_frozen(study: optuna.Study, frozen: dict[str, Any]) -> None:
             study.set_user_attr(key, value)
         elif attrs[key] != value:
             raise StudyError(f"study '{study.study_name}' was created with {key} = {_short(attrs[key])}, "
-                             f"not {_short(value)}; use another --study name for a different search")
+                             f"not {_short(value)}; use another `study` name for a different search")
 
 
 OBJECTIVE = "objective"  # what a trial's value measures: clean, or robust (train/shift.py); frozen

@@ -27,6 +27,7 @@ from automel.engine.banks import record_banks
 from automel.engine.constraints import Constraints, settle_constraints
 from automel.engine.cost import MAX_COST_RATIO
 from automel.engine.counting import FINISHED, is_surplus, state_counts
+from automel.engine.handle import StudyHandle
 from automel.engine.objective import TrialObjective
 from automel.engine.record import DatasetRef, EngineRecord, StudyRecord, check_frozen, settle_objective
 from automel.engine.space import SearchSpace, make_space
@@ -34,18 +35,14 @@ from automel.engine.study import (
     GRACE_PERIOD,
     TrialSeededSampler,
     adopt_content_id,
-    artifact_dir,
     check_storage_folder,
-    default_storage,
     make_pruner,
     make_sampler,
     open_storage,
-    storage_file,
     study_name_for,
 )
 from automel.errors import ConfigError, DataError, PluginError, StudyError
 from automel.home import check_study_name
-from automel.redact import redact
 from automel.registry import Registry, default_registry
 from automel.train.device import select_device
 from automel.train.run import Workspace, open_workspace
@@ -122,12 +119,16 @@ class OpenedSearch:
     study: optuna.Study
     work: Workspace
     space: SearchSpace
-    url: str
+    handle: StudyHandle
     steps: int
     scale: str
     pruner: str = "asha"
     registry: Registry = field(default_factory=default_registry)
     objective: str = "clean"  # what trial values measure (engine/record.py settle_objective)
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
 
 
 # Sizes the last rung of a new study (from the time limit): (workspace, space, scale) -> steps.
@@ -167,9 +168,8 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
         raise DataError(f"{root}: every speaker has a single labelled utterance, so none is left to validate "
                         f"on; a search ranks trials on validation accuracy (one model can still be trained, scored "
                         f"on its training utterances)")
-    name = options.study or study_name_for(work.store.dataset.name)
-    url = options.storage or default_storage(home, name)
-    study = attach_study(url, name, options, options.steps_per_trial or CPU_STEPS, create=True)
+    handle = StudyHandle(home, options.study or study_name_for(work.store.dataset.name), options.storage)
+    study = attach_study(handle.url, handle.name, options, options.steps_per_trial or CPU_STEPS, create=True)
     settle_constraints(study, options.constraints)
     objective = settle_objective(study, options.objective)
     space = requested
@@ -197,7 +197,7 @@ def open_search(root: Path, home: Path, options: SearchOptions, plan_steps: Step
         from automel.engine.portfolio import enqueue_portfolio
 
         enqueue_portfolio(study, space, scale, registry)
-    return OpenedSearch(study, work, space, url, steps, scale, options.pruner, registry, objective)
+    return OpenedSearch(study, work, space, handle, steps, scale, options.pruner, registry, objective)
 
 
 def _steps_for(study: optuna.Study, options: SearchOptions, device_type: str, planned: Callable[[], int | None]
@@ -212,13 +212,12 @@ def _steps_for(study: optuna.Study, options: SearchOptions, device_type: str, pl
 
 def _check_existing_space(root: Path, home: Path, options: SearchOptions, registry: Registry) -> None:
     """If the command resumes a study, check the study's own plugin list (without creating anything)."""
-    name = options.study or study_name_for(read_dataset(root).name)
-    if options.storage is None and not (home / f"{name}.db").exists():
+    handle = StudyHandle(home, options.study or study_name_for(read_dataset(root).name), options.storage)
+    if not handle.exists():
         return
     try:
-        study = optuna.load_study(study_name=name, storage=open_storage(options.storage or default_storage(home, name),
-                                                                         heartbeat=False))
-    except (KeyError, StudyError):
+        study = handle.load()
+    except StudyError:
         return
     if "space" in study.user_attrs:
         SearchSpace.from_json(study.user_attrs["space"]).check_installed(registry)
@@ -280,7 +279,7 @@ def run_trials(opened: OpenedSearch, home: Path, options: SearchOptions, events:
     """
     events = events or SearchEvents()
     study = opened.study
-    store = artifact_store(artifact_dir(home, study.study_name))
+    store = artifact_store(opened.handle.artifacts)
     outcome = SearchOutcome(study)
     started = time.monotonic()
     if options.timeout is not None:
@@ -351,22 +350,4 @@ def _fail_stale(study: optuna.Study) -> None:
 
 def load_study(home: Path, study: str | None, storage: str | None) -> optuna.Study:
     """An existing study by name (the only one in the home directory when no name is given)."""
-    if study is None:
-        names = sorted(p.stem for p in home.glob("*.db"))
-        if len(names) != 1:
-            raise StudyError(f"{home}: {'no studies' if not names else 'several studies'}; pass --study NAME"
-                             + (f" (one of {', '.join(names)})" if names else ""))
-        study = names[0]
-    check_study_name(study)
-    url = storage or default_storage(home, study)
-    if storage is None and not (home / f"{study}.db").exists():
-        raise StudyError(f"no study '{study}' in {home} (run `automel studies` to list them)")
-    held_in = storage_file(url) if storage is not None else None
-    if held_in is not None:
-        check_storage_folder(url)  # a missing folder is said as such (a typo), before the missing file
-    if held_in is not None and not held_in.exists():  # reading a study never creates its file
-        raise StudyError(redact(f"storage {url} does not exist: no study '{study}' there"))
-    try:
-        return optuna.load_study(study_name=study, storage=open_storage(url, heartbeat=False))
-    except KeyError:
-        raise StudyError(redact(f"storage {url} has no study '{study}'")) from None
+    return StudyHandle.find(home, study, storage).load()

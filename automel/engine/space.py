@@ -50,7 +50,7 @@ class SearchSpace:
                 why = (f"but {failure.describe()}; fix or reinstall it" if failure is not None else
                        f"which is not installed (installed: {', '.join(registry.names(kind)) or 'none'}); "
                        "install the package that provides it")
-                raise StudyError(f"this study needs {kind} '{name}', {why}, or start a new study with --study NAME")
+                raise StudyError(f"this study needs {kind} '{name}', {why}, or start a new study with `study` NAME")
 
 
 def make_space(encoders: list[str] | None, poolings: list[str] | None, heads: list[str] | None,

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.data.store import FeatureStore, fingerprint_dataset
 from automel.engine.journal import JOURNAL_PREFIX, HeartbeatJournalStorage, journal_path
 from automel.errors import ConfigError, StudyError
-from automel.home import MAX_STUDY_NAME, check_study_name, study_dir
+from automel.home import MAX_STUDY_NAME
 from automel.redact import redact
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
@@ -44,15 +44,6 @@ def study_name_for(dataset_name: str) -> str:
     """A study name derived from the data set's name: lower-case, a valid study name (see ``check_study_name``)."""
     name = re.sub(r"[^a-z0-9._-]+", "-", dataset_name.lower())
     return name.strip("-.")[:MAX_STUDY_NAME].rstrip("-.") or "study"
-
-
-def default_storage(home: Path, study: str) -> str:
-    """``sqlite:///<home>/<study>.db``; an invalid study name is refused (:func:`check_study_name`)."""
-    return f"sqlite:///{(home / f'{check_study_name(study)}.db').resolve()}"
-
-
-def artifact_dir(home: Path, study: str) -> Path:
-    return study_dir(home, study) / "artifacts"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -199,7 +190,7 @@ def _need_folder(url: str, folder: Path, create: bool) -> None:
             raise cannot_open(url, f"cannot create folder {folder}: {exc.strerror}") from None
         return
     raise cannot_open(url, f"folder {folder} does not exist "
-                     f"(a typo? `automel search --create-dirs` creates it)")
+                     f"(a typo? `create_dirs` creates it)")
 
 
 def _open_journal(url: str, path: Path, heartbeat: dict[str, Any], create_dirs: bool = False
@@ -267,7 +258,7 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
-    raise ConfigError(f"--sampler {name!r} is unknown (choose {', '.join(SAMPLERS)})")
+    raise ConfigError(f"`sampler` {name!r} is unknown (choose {', '.join(SAMPLERS)})")
 
 
 def trial_seed(seed: int, number: int, salt: int = 0) -> int:
@@ -357,7 +348,7 @@ def make_pruner(name: str, steps: int) -> optuna.pruners.BasePruner:
                                               reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ConfigError(f"--pruner {name!r} is unknown (choose {', '.join(PRUNERS)})")
+    raise ConfigError(f"`pruner` {name!r} is unknown (choose {', '.join(PRUNERS)})")
 
 
 def adopt_content_id(study: optuna.Study, store: FeatureStore) -> None:

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import optuna
 
+from automel.engine.handle import StudyHandle
 from automel.engine.record import StudyRecord
 from automel.engine.runner import OpenedSearch, SearchOptions, attach_study
-from automel.engine.study import GRACE_PERIOD, adopt_content_id, open_storage
+from automel.engine.study import GRACE_PERIOD, open_storage
 from automel.errors import StudyError
 from automel.home import check_study_name
 from automel.redact import redact
 from automel.registry import Registry, default_registry
 from automel.train.device import select_device
-from automel.train.run import open_workspace
 
 
 def open_worker(home: Path, name: str, url: str, data: Path | None = None, device: str = "auto",
@@ -44,22 +44,15 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     loaded = _load(url, name)
     record = StudyRecord.read(loaded)
     record.space.check_installed(registry)
-    root = Path(data) if data is not None else Path(record.dataset.root)
-    if not root.is_dir():
-        raise StudyError(f"the study's data set {root} is not on this machine; pass --data DIR with a copy of it")
-    work = open_workspace(root, home, split_record=record.split)
-    adopt_content_id(loaded, work.store)
-    recorded = StudyRecord.read(loaded).content_id
-    if work.store.content_id != recorded:
-        raise StudyError(f"{root} is not study '{name}''s data set: its fingerprint is {work.store.content_id}, "
-                         f"the study's is {recorded}")
+    handle = StudyHandle(Path(home), name, url)
+    work = handle.workspace(loaded, data)
     engine = record.engine
     options = SearchOptions(trials=engine.target, study=name, storage=url, steps_per_trial=record.steps_per_trial,
                             sampler=engine.sampler, pruner=engine.pruner, device=device, seed=engine.seed,
                             keep=engine.keep, grace_period=grace_period, limit=limit, timeout=timeout,
                             sampler_salt=0 if salt is None else salt)
     study = attach_study(url, name, options, record.steps_per_trial, create=False)
-    opened = OpenedSearch(study, work, record.space, url, record.steps_per_trial, record.scale, engine.pruner,
+    opened = OpenedSearch(study, work, record.space, handle, record.steps_per_trial, record.scale, engine.pruner,
                           registry)
     return opened, options
 

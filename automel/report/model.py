@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from automel.engine.handle import StudyHandle
 from automel.errors import AutomelError, StudyError
-from automel.home import study_dir
 from automel.report.common import Section
 from automel.report.confusion import confusion_section, per_speaker_section
 from automel.report.refit import refit_sections
@@ -70,7 +70,7 @@ class Validation:
 
 def _export_info(folder: Path) -> dict[str, Any]:
     """The export's ``export.json`` (what it holds), or ``{}`` when it has none or it cannot be read."""
-    from automel.engine.export import EXPORT_INFO
+    from automel.engine.finish.write import EXPORT_INFO
 
     try:
         info = json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))
@@ -86,16 +86,14 @@ def is_refit(info: dict[str, Any]) -> bool:
 
 
 def _export_folder(study: optuna.Study, home: Path) -> Path:
-    folder = study_dir(home, study.study_name) / "best"
+    folder = StudyHandle.of(study, home).best
     if not folder.is_dir():
         raise StudyError(f"there is no exported model in {folder} yet (`automel export` writes it)")
     return folder
 
 
 def _validation_workspace(study: optuna.Study, home: Path, data_root: Path | None) -> Workspace:
-    from automel.engine.export import study_workspace
-
-    work = study_workspace(study, home, data_root)
+    work = StudyHandle.of(study, home).workspace(study, data_root)
     if len(work.split.valid) == 0:
         raise StudyError(f"study '{study.study_name}' holds no validation utterances")
     return work
@@ -175,11 +173,10 @@ def evaluate_source(study: optuna.Study, home: Path, data_root: Path | None = No
 def _trial_models(study: optuna.Study, home: Path, numbers: list[int]) -> list[tuple[torch.nn.Module, RunRecord]]:
     """The kept weights of trials ``numbers`` (from the study's artifact store), loaded."""
     from automel.engine.artifacts import artifact_store, download_trial
-    from automel.engine.study import artifact_dir
     from automel.model_folder import load_run
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    store = artifact_store(artifact_dir(home, study.study_name))
+    store = artifact_store(StudyHandle.of(study, home).artifacts)
     loaded = []
     with tempfile.TemporaryDirectory() as tmp:
         for number in numbers:
@@ -214,7 +211,7 @@ def model_sections(study: optuna.Study, home: Path, data_root: Path | None = Non
     """The confusion matrix (or most-confused pairs) and per-speaker accuracy on validation, of the export or, for
     a refit export, of its source trials' own models; then the refit's training curve. Sentences instead of
     figures when they cannot be drawn (no export yet, data set gone, source weights not kept)."""
-    folder = study_dir(home, study.study_name) / "best"
+    folder = StudyHandle.of(study, home).best
     refit = refit_sections(folder)
     try:
         validation, where = _shown(study, home, data_root, device, any(s.plotly is not None for s in refit))

@@ -42,25 +42,22 @@ def check_out(out: Path, inputs: Iterable[Path] = (), inside: Iterable[Inside] =
     ``inside`` a folder the report reads is one :class:`ConfigError` line, before the study is read."""
     out = Path(out).expanduser().absolute()
     inside = list(inside)
-    check_output_file(out, "--out", inputs=inputs, inside=inside)
+    check_output_file(out, "out", inputs=inputs, inside=inside)
     for name in FIGURES:
         try:
             check_output_file(out.parent / _png_name(out.stem, name), inputs=inputs, inside=inside)
         except ConfigError as exc:
-            raise ConfigError(f"--out {out}: the PNG beside it, {exc}") from None
+            raise ConfigError(f"`out` {out}: the PNG beside it, {exc}") from None
     return out
 
 
 def study_reads(study: optuna.Study, home: Path, data_root: Path | None = None) -> tuple[list[Path], list[Inside]]:
     """What a report of ``study`` reads and must not overwrite: its database in the home (the default
     storage), its own folder (artifacts, the export) and its data set."""
-    name = study.study_name
-    inside: list[Inside] = [(f"the folder of study '{name}'", home / name)]
-    dataset = study.user_attrs.get("dataset")
-    root = data_root or (dataset.get("root") if isinstance(dataset, dict) else None)
-    if root:
-        inside.append(("the data set", Path(root)))
-    return [home / f"{name}.db"], inside
+    from automel.engine.handle import StudyHandle
+
+    handle = StudyHandle.of(study, home)
+    return [handle.database], handle.reads(study, data_root)
 
 
 def write_report(study: optuna.Study, home: Path, out: Path, data_root: Path | None = None,

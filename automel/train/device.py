@@ -24,13 +24,13 @@ def select_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ConfigError(f"--device {spec!r} is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise ConfigError(f"`device` {spec!r} is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {spec}: CUDA is not available on this machine")
+        raise ConfigError(f"`device` {spec}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        raise ConfigError(f"`device` {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {spec}: MPS is not available on this machine")
+        raise ConfigError(f"`device` {spec}: MPS is not available on this machine")
     return device
 
 

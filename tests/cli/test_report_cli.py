@@ -10,7 +10,8 @@ import optuna
 import torch
 from typer.testing import CliRunner
 
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from automel.report import FIGURES, PAIRED_SPEAKERS, confused_pairs, evaluate_export
 from tests.conftest import run
 from tests.test_report import figure_json, make_study
@@ -81,7 +82,7 @@ def test_many_speakers_get_the_most_confused_pairs_instead_of_a_matrix(cli: CliR
     wrong = round((1 - json.loads((best / "export.json").read_text())["valid_acc"]) * valid)
     assert f"of {wrong} wrong predictions among {speakers} speakers" in page
     study = optuna.load_study(study_name="many",
-                              storage=open_storage(default_storage(isolated_home, "many"), heartbeat=False))
+                              storage=open_storage(StudyHandle(isolated_home, "many").url, heartbeat=False))
     pairs = confused_pairs(evaluate_export(study, isolated_home, device=torch.device("cpu")))
     assert pairs and pairs == sorted(pairs, key=lambda p: -p.confusions)
     assert f'["{pairs[0].first}"' in table.replace(", ", ",")  # the most-confused pair is the table's first row

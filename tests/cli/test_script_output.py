@@ -20,8 +20,9 @@ from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
 from automel import registry as registry_module
+from automel.engine.handle import StudyHandle
 from automel.engine.leaderboard import trial_line
-from automel.engine.study import default_storage, open_storage
+from automel.engine.study import open_storage
 from automel.registry import LoadFailure, Registry
 from tests.conftest import run
 
@@ -43,7 +44,7 @@ def params(layout: str, lr: float, batch_size: int) -> dict[str, object]:
 def study(isolated_home: Path) -> optuna.Study:
     """A finished study written straight into the home: three completed trials, one pruned, one failed."""
     created = optuna.create_study(study_name=STUDY, direction="maximize",
-                                  storage=open_storage(default_storage(isolated_home, STUDY), heartbeat=False))
+                                  storage=open_storage(StudyHandle(isolated_home, STUDY).url, heartbeat=False))
     created.set_user_attr("dataset", {"name": DATASET, "kind": "hw4"})
     for value, trial_params in ((0.75, params(LAYOUT, LR, 16)), (0.5, params("plain", 2e-3, 32)),
                                 (0.625, params(LAYOUT, 5e-4, 8))):
@@ -91,7 +92,7 @@ def test_show_csv_is_one_row_per_trial(cli: CliRunner, study: optuna.Study) -> N
 def test_studies_json_and_csv(cli: CliRunner, study: optuna.Study, isolated_home: Path) -> None:
     code, stdout, stderr = run(cli, "studies", "--format", "json")
     assert code == 0, stderr
-    expected = {"study": STUDY, "storage": default_storage(isolated_home, STUDY), "dataset": DATASET,
+    expected = {"study": STUDY, "storage": StudyHandle(isolated_home, STUDY).url, "dataset": DATASET,
                 "dataset_kind": "hw4", "complete": 3, "pruned": 1, "failed": 1, "running": 0, "best_trial": 0,
                 "best_valid_acc": 0.75}
     [listed] = json.loads(stdout)

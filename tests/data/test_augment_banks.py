@@ -66,7 +66,7 @@ def test_unusable_folders_are_one_line_naming_them(tmp_path: Path, case: str, me
     folder = unusable_folder(tmp_path, case)
     with pytest.raises(DataError, match=message) as caught:
         prepare_bank(NOISE, folder, FrontEnd(), tmp_path / "home")
-    assert str(caught.value).startswith(f"--noise {folder}: ") and "\n" not in str(caught.value)
+    assert str(caught.value).startswith(f"`noise` {folder}: ") and "\n" not in str(caught.value)
 
 
 def test_noise_bank_is_the_front_ends_fbank_and_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

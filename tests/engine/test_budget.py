@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from automel.engine.budget import CHANCE_TRIALS, MIN_TIME_LIMIT_S, parse_duration
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from tests.conftest import HW4_SAMPLE, need, run
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
@@ -23,7 +24,7 @@ FAST = ["--encoders", "transformer", "--poolings", "mean,attentive-stats", "--he
 
 
 def load(home: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(default_storage(home, name), heartbeat=False))
+    return optuna.load_study(study_name=name, storage=open_storage(StudyHandle(home, name).url, heartbeat=False))
 
 
 def score(cli: CliRunner, submission: Path, answers: Path) -> float:
@@ -207,7 +208,7 @@ def test_an_ensemble_export_predicts_and_scores(cli: CliRunner, searched: Path, 
 
 def test_ctrl_c_during_the_refit_keeps_the_search_and_the_previous_export(
         cli: CliRunner, hw4_sample: Path, searched: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import automel.engine.finish as finish
+    import automel.engine.finish.refit as refit
 
     before = {p.name: p.read_bytes() for p in searched.iterdir()}
     trials_before = [(t.number, t.state, t.value) for t in load(isolated_home, "s").get_trials(deepcopy=False)]
@@ -215,7 +216,7 @@ def test_ctrl_c_during_the_refit_keeps_the_search_and_the_previous_export(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(finish, "train_run", interrupted)  # the refit's training (trials train elsewhere)
+    monkeypatch.setattr(refit, "train_run", interrupted)  # the refit's training (trials train elsewhere)
     code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "s", "--trials", 5, "--steps-per-trial", 36,
                           "--no-portfolio", "--seed", 3, *FAST)
     assert code == 130

@@ -20,8 +20,8 @@ from automel.engine.constraints import (
     pareto_front,
     settle_constraints,
 )
+from automel.engine.handle import StudyHandle
 from automel.engine.leaderboard import front_rows, leaderboard_rows
-from automel.engine.runner import load_study
 from automel.errors import ConfigError, StudyError
 from automel.model_folder import load_run
 from tests.conftest import run
@@ -58,9 +58,9 @@ def test_leaderboard_marks_the_front_and_leaves_out_infeasible_trials(tmp_path: 
 
 
 @pytest.mark.parametrize(("limits", "words"), [
-    ({"max_params": 0}, "--max-params must be a positive number of parameters, got 0"),
-    ({"max_latency_ms": 0.0}, "--max-latency-ms must be a positive number of milliseconds, got 0.0"),
-    ({"max_latency_ms": float("nan")}, "--max-latency-ms must be a positive number"),
+    ({"max_params": 0}, "`max_params` must be a positive number of parameters, got 0"),
+    ({"max_latency_ms": 0.0}, "`max_latency_ms` must be a positive number of milliseconds, got 0.0"),
+    ({"max_latency_ms": float("nan")}, "`max_latency_ms` must be a positive number"),
 ])
 def test_limits_must_be_positive(limits: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
@@ -100,7 +100,7 @@ def test_measuring_latency_leaves_the_model_and_the_random_stream_as_they_were()
 
 
 def _sizes(home: Path, study: str) -> dict[int, tuple[str, int]]:
-    loaded = load_study(home, study, None)
+    loaded = StudyHandle.find(home, study, None).load()
     return {t.number: (t.state.name, t.user_attrs["n_params"]) for t in loaded.trials if "n_params" in t.user_attrs}
 
 
@@ -117,7 +117,7 @@ def test_max_params_prunes_larger_models_before_they_train_and_exports_one_withi
     code, stdout, stderr = run(cli, "search", "--data", hw4_sample, "--study", "small", "--home", tmp_path,
                                "--trials", 5, "--max-params", limit, *FAST)
     assert code == 0, stderr
-    study = load_study(tmp_path, "small", None)
+    study = StudyHandle.find(tmp_path, "small", None).load()
     over = [t for t in study.trials if t.user_attrs["n_params"] > limit]
     within = [t for t in study.trials if t.user_attrs["n_params"] <= limit]
     assert over and within
@@ -142,7 +142,7 @@ def test_export_pareto_lists_the_front_and_exports_only_its_members(cli: CliRunn
     code, _, stderr = run(cli, "search", "--data", hw4_sample, "--study", "s", "--home", tmp_path, "--trials", 4,
                           *FAST)
     assert code == 0, stderr
-    study = load_study(tmp_path, "s", None)
+    study = StudyHandle.find(tmp_path, "s", None).load()
     front = [r.trial for r in front_rows(study)]
     code, stdout, stderr = run(cli, "export", "--study", "s", "--home", tmp_path, "--pareto")
     assert code == 0, stderr
@@ -165,7 +165,7 @@ def test_limits_no_model_meets_end_in_one_line_and_keep_the_study(cli: CliRunner
     assert code == 2
     assert stderr.strip().splitlines()[-1].startswith("error: study 'tiny' has no completed trial within its limits "
                                                       "(at most 0.001 ms per 3 s utterance on the CPU)")
-    study = load_study(tmp_path, "tiny", None)
+    study = StudyHandle.find(tmp_path, "tiny", None).load()
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
     assert all(t.user_attrs["latency_ms"] > 0.001 for t in study.trials)
     assert not (tmp_path / "tiny" / "best").exists()

@@ -22,7 +22,8 @@ import torch
 from typer.testing import CliRunner
 
 from automel.engine.artifacts import artifact_store, download_trial
-from automel.engine.study import artifact_dir, default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from automel.model_folder import load_run
 from tests.conftest import HW4_SAMPLE, need, run
 
@@ -58,8 +59,8 @@ def _fingerprint(model: torch.nn.Module) -> float:
 
 def _trial_fingerprints(home: Path) -> dict[float, int]:
     """Each kept trial's weights, summed, -> its number: tells which trial a model handed to the selection is."""
-    study = optuna.load_study(study_name="s", storage=open_storage(default_storage(home, "s"), heartbeat=False))
-    store = artifact_store(artifact_dir(home, "s"))
+    study = optuna.load_study(study_name="s", storage=open_storage(StudyHandle(home, "s").url, heartbeat=False))
+    store = artifact_store(StudyHandle(home, "s").artifacts)
     found = {}
     for trial in study.get_trials(deepcopy=False):
         into = home / f"trial-{trial.number}"

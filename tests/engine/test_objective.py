@@ -30,9 +30,9 @@ def robust_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_robust_trial_is_worth_the_mean_of_its_clean_and_shifted_accuracies(robust_home: Path) -> None:
     import optuna
 
-    from automel.engine.study import default_storage
+    from automel.engine.handle import StudyHandle
 
-    study = optuna.load_study(study_name="r", storage=default_storage(robust_home, "r"))
+    study = optuna.load_study(study_name="r", storage=StudyHandle(robust_home, "r").url)
     assert study.user_attrs["objective"] == "robust"
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(trials) == 2

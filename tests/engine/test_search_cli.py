@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from automel.engine.artifacts import artifact_store, has_weights
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from automel.model_folder import load_run
 from automel.plugin import using_search_scale
 from automel.score import score_submission
@@ -27,7 +28,7 @@ FAST = ["--encoders", "transformer", "--poolings", "mean,attentive-stats", "--he
 
 
 def load(home: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(default_storage(home, name), heartbeat=False))
+    return optuna.load_study(study_name=name, storage=open_storage(StudyHandle(home, name).url, heartbeat=False))
 
 
 def states(study: optuna.Study) -> dict[str, int]:

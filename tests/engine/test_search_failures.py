@@ -11,7 +11,8 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from automel.registry import default_registry
 from automel.testing.plugins import FlakyEncoder, FlakyFrames
 from tests.conftest import run
@@ -34,7 +35,7 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(cli: CliRunner, hw4_
                                "--no-refit", "--quality", "fast")
     assert code == 0, stderr
     study = optuna.load_study(study_name="flaky",
-                              storage=open_storage(default_storage(isolated_home, "flaky"), heartbeat=False))
+                              storage=open_storage(StudyHandle(isolated_home, "flaky").url, heartbeat=False))
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == 4 and failed

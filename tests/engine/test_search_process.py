@@ -17,7 +17,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.
 pytestmark = pytest.mark.serial
@@ -34,7 +35,7 @@ def automel(home: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def load(home: Path) -> optuna.Study:
-    return optuna.load_study(study_name="proc", storage=open_storage(default_storage(home, "proc"), heartbeat=False))
+    return optuna.load_study(study_name="proc", storage=open_storage(StudyHandle(home, "proc").url, heartbeat=False))
 
 
 def running_with_a_report(db: Path) -> bool:

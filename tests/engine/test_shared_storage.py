@@ -111,14 +111,15 @@ def test_two_exports_at_once_write_one_valid_export(hw4_sample: Path, isolated_h
                        "--encoders", "transformer", "--poolings", "mean", "--heads", "softmax", "--pruner", "none",
                        "--no-refit", "--quality", "fast")
     assert code == 0, err
-    from automel.engine.export import export_best
-    from automel.engine.runner import load_study
+    from automel.engine.finish.write import export_best
+    from automel.engine.handle import StudyHandle
 
-    study = load_study(isolated_home, "x", None)
+    study = StudyHandle.find(isolated_home, "x", None).load()
     export = isolated_home / "x" / "best"
     (export / "export.json").unlink()  # as if the search had not exported yet
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(export_best(study, isolated_home)[2]))
+    handle = StudyHandle.of(study, isolated_home)
+    threads = [threading.Thread(target=lambda: results.append(export_best(handle, study)[0] is not None))
                for _ in range(3)]
     for thread in threads:
         thread.start()
@@ -134,18 +135,18 @@ def test_two_exports_at_once_write_one_valid_export(hw4_sample: Path, isolated_h
 def test_a_study_from_before_content_ids_resumes_and_exports(hw4_sample: Path, isolated_home: Path,
                                                              cli: object) -> None:
     from automel.data.store import fingerprint_dataset
-    from automel.engine.runner import load_study
+    from automel.engine.handle import StudyHandle
     from tests.conftest import run
 
     args = ["search", "--data", hw4_sample, "--study", "old", "--steps-per-trial", "20", "--encoders", "transformer",
             "--poolings", "mean", "--heads", "softmax", "--pruner", "none", "--no-refit", "--quality", "fast"]
     assert run(cli, *args, "--trials", "1")[0] == 0
-    study = load_study(isolated_home, "old", None)
+    study = StudyHandle.find(isolated_home, "old", None).load()
     content_id = study.user_attrs["dataset_fingerprint"]
     study.set_user_attr("dataset_fingerprint", fingerprint_dataset(hw4_sample, version=1))  # as version 0.1 wrote it
     code, _, err = run(cli, "export", "--study", "old", "--out", isolated_home / "exported")
     assert code == 0, err
-    assert load_study(isolated_home, "old", None).user_attrs["dataset_fingerprint"] == content_id
+    assert StudyHandle.find(isolated_home, "old", None).load().user_attrs["dataset_fingerprint"] == content_id
     code, _, err = run(cli, *args, "--trials", "2")
     assert code == 0, err
-    assert len(load_study(isolated_home, "old", None).trials) == 2
+    assert len(StudyHandle.find(isolated_home, "old", None).load().trials) == 2

@@ -20,7 +20,8 @@ import optuna
 import pytest
 
 from automel import __version__
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from tests.conftest import HW4_SAMPLE, need
 
 # automel's tiny fake encoder, renamed: a valid plugin (``encoder.good.width``, int 8..32 log).
@@ -173,7 +174,7 @@ def errors(stderr: str) -> list[str]:
 
 
 def load(home: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(default_storage(home, name), heartbeat=False))
+    return optuna.load_study(study_name=name, storage=open_storage(StudyHandle(home, name).url, heartbeat=False))
 
 
 def test_search_with_the_good_external_encoder_among_broken_ones(

@@ -103,7 +103,7 @@ def test_search_refuses_data_that_is_not_a_path(tmp_path: Path) -> None:
 def test_load_refuses_what_is_not_a_path(path: Any) -> None:
     with pytest.raises(ConfigError) as caught:
         automel.load(path)
-    _one_line(caught, "path must be a path")
+    _one_line(caught, "`path` must be a path")
 
 
 def test_load_refuses_a_device_that_is_not_a_string(model_dir: Path) -> None:

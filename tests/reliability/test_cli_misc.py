@@ -135,7 +135,10 @@ def test_workers_get_the_storage_url_off_their_command_line(monkeypatch: pytest.
             spawned.append((command, env))
 
     monkeypatch.setattr(subprocess, "Popen", Spy)
-    opened = SimpleNamespace(study=SimpleNamespace(study_name="s"), url=SECRET_URL)
+    from automel.engine.handle import StudyHandle
+
+    handle = StudyHandle(tmp_path, "s", SECRET_URL)
+    opened = SimpleNamespace(study=SimpleNamespace(study_name="s"), url=handle.url, handle=handle)
     options = SimpleNamespace(device="cpu", grace_period=60, timeout=None)
     parallel.launch_workers(opened, tmp_path, options, 2, tmp_path)  # type: ignore[arg-type]
     assert len(spawned) == 2

@@ -31,7 +31,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from automel.errors import DiskError
 from automel.files import sweep_leftovers
 from automel.runs import RunRecord, write_run_dir, write_submission_rows
@@ -115,7 +116,7 @@ def reported_running(db: Path) -> bool:
 def trials(home: Path, study: str) -> list[tuple[str, str | None]]:
     """``(state, fail reason)`` of each trial of ``study``, in order, as Optuna reads them; its connections
     are closed after (an open SQLite file would keep the disk from being remounted read-only)."""
-    storage = open_storage(default_storage(home, study), heartbeat=False)
+    storage = open_storage(StudyHandle(home, study).url, heartbeat=False)
     assert isinstance(storage, optuna.storages.RDBStorage)
     try:
         found = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)

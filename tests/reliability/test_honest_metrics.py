@@ -78,14 +78,14 @@ def test_refit_while_trials_still_run_says_what_it_uses(tmp_path: Path) -> None:
     """``automel refit`` on a study another process still searches: it says which trials run and what it used."""
     import optuna
 
-    from automel.engine.study import default_storage
+    from automel.engine.handle import StudyHandle
     from tests.conftest import HW4_SAMPLE, need
 
     home = tmp_path / "home"
     code, _, stderr = run(CliRunner(), "search", "--data", need(HW4_SAMPLE), "--study", "busy", "--home", home,
                           "--trials", 1, "--no-refit", *TINY)
     assert code == 0, stderr
-    study = optuna.load_study(study_name="busy", storage=default_storage(home, "busy"))
+    study = optuna.load_study(study_name="busy", storage=StudyHandle(home, "busy").url)
     running = study.ask()  # what a search in another process holds while it trains
     code, stdout, stderr = run(CliRunner(), "refit", "--study", "busy", "--home", home, "--steps", 6,
                                "--quality", "fast", "--adapt", "none", "--device", "cpu")

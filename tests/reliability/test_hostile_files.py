@@ -21,7 +21,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 from typer.testing import CliRunner
 
-from automel.engine.study import default_storage, open_storage
+from automel.engine.handle import StudyHandle
+from automel.engine.study import open_storage
 from tests.conftest import run
 from tests.reliability.test_data_inputs import write_tiny
 
@@ -143,7 +144,7 @@ def test_train_config_with_hostile_json_is_one_line(cli: CliRunner, data: Path, 
 
 def healthy_study(home: Path, name: str) -> None:
     study = optuna.create_study(study_name=name, direction="maximize",
-                                storage=open_storage(default_storage(home, name), heartbeat=False))
+                                storage=open_storage(StudyHandle(home, name).url, heartbeat=False))
     study.set_user_attr("dataset", {"name": "tiny", "kind": "hw4"})
     study.add_trial(create_trial(params={"lr": 1e-3}, distributions={"lr": FloatDistribution(1e-4, 1e-2)},
                                  value=0.5))
@@ -207,7 +208,7 @@ def test_reading_a_study_from_a_missing_storage_file_creates_nothing(cli: CliRun
 
 def test_a_search_still_starts_a_study_in_an_empty_db(tmp_path: Path) -> None:
     """Only reads refuse a 0-byte file: the search that owns it may create its schema there."""
-    url = default_storage(tmp_path, "s")
+    url = StudyHandle(tmp_path, "s").url
     (tmp_path / "s.db").write_bytes(b"")
     storage = open_storage(url)  # with heartbeats: a search's own opening
     optuna.create_study(study_name="s", storage=storage)

@@ -20,8 +20,9 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from automel.engine.runner import SearchOptions, attach_study, load_study, open_search
-from automel.engine.study import SAMPLERS, artifact_dir, default_storage, open_storage, study_name_for
+from automel.engine.handle import StudyHandle
+from automel.engine.runner import SearchOptions, attach_study, open_search
+from automel.engine.study import SAMPLERS, open_storage, study_name_for
 from automel.engine.worker import open_worker
 from automel.errors import ConfigError, StudyError
 from automel.home import MAX_STUDY_NAME, check_study_name
@@ -98,9 +99,9 @@ def test_every_command_refuses_a_study_name_that_leaves_the_home(cli: CliRunner,
 def test_library_refuses_a_study_name_that_leaves_the_home(corpus: Path, isolated_home: Path,
                                                            tmp_path: Path) -> None:
     name = str(tmp_path / "abs")
-    for call in (lambda: default_storage(isolated_home, name), lambda: artifact_dir(isolated_home, name),
-                 lambda: load_study(isolated_home, name, None),
-                 lambda: load_study(isolated_home, "../escape", f"sqlite:///{isolated_home / 'x.db'}"),
+    for call in (lambda: StudyHandle(isolated_home, name).url, lambda: StudyHandle(isolated_home, name).artifacts,
+                 lambda: StudyHandle.find(isolated_home, name, None).load(),
+                 lambda: StudyHandle.find(isolated_home, "../escape", f"sqlite:///{isolated_home / 'x.db'}").load(),
                  lambda: open_search(corpus, isolated_home, SearchOptions(study=name, device="cpu")),
                  lambda: attach_study(f"sqlite:///{isolated_home / 'x.db'}", name, SearchOptions(), 10, create=True),
                  lambda: open_worker(isolated_home, name, f"sqlite:///{isolated_home / 'x.db'}", device="cpu")):
@@ -147,11 +148,11 @@ def test_create_dirs_creates_the_storage_folder(cli: CliRunner, corpus: Path, tm
 
 def test_the_homes_default_storage_is_still_created(tmp_path: Path) -> None:
     home = tmp_path / "not" / "yet"
-    url = default_storage(home, "fresh")
+    url = StudyHandle(home, "fresh").url
     study = attach_study(url, "fresh", SearchOptions(), 10, create=True)  # no --storage: the home's own
     assert study.study_name == "fresh" and (home / "fresh.db").is_file()
     with pytest.raises(StudyError, match=f"folder {tmp_path / 'other'} does not exist"):
-        attach_study(default_storage(tmp_path / "other", "s"), "s", SearchOptions(storage="explicit"), 10, True)
+        attach_study(StudyHandle(tmp_path / "other", "s").url, "s", SearchOptions(storage="explicit"), 10, True)
 
 
 # --- item 11: processes sharing a study draw different parameters -----------------------------------------------
@@ -198,7 +199,7 @@ def test_a_seeded_search_repeats_through_the_cli(cli: CliRunner, corpus: Path, t
         args = ["search", "--data", corpus, "--study", "again", "--seed", 5, "--trials", 2, *TINY]
         code, _, stderr = run(cli, *args, "--home", tmp_path / home)
         assert code == 0, stderr
-        drawn.append(params_of(load_study(tmp_path / home, "again", None)))
+        drawn.append(params_of(StudyHandle.find(tmp_path / home, "again", None).load()))
     assert len(drawn[0]) == 2 and drawn[0] == drawn[1]
 
 
@@ -212,6 +213,6 @@ def test_two_search_processes_on_one_study_never_repeat_a_trial(corpus: Path, is
     for process in processes:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
-    drawn = params_of(load_study(isolated_home, "two", None))
+    drawn = params_of(StudyHandle.find(isolated_home, "two", None).load())
     assert len(drawn) >= 4
     assert all(a != b for a, b in itertools.combinations(drawn, 2)), drawn

@@ -215,9 +215,9 @@ def test_dashboard_binds_to_loopback_by_default(cli: CliRunner, monkeypatch: pyt
     import optuna
     import optuna_dashboard
 
-    from automel.engine.study import default_storage
+    from automel.engine.handle import StudyHandle
 
-    optuna.create_study(study_name="mine", storage=default_storage(isolated_home, "mine"))
+    optuna.create_study(study_name="mine", storage=StudyHandle(isolated_home, "mine").url)
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, **kwargs: calls.append(kwargs))
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as free:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 NOISE, RIR = "noise", "rir"
 KINDS = (NOISE, RIR)
-OPTION = {NOISE: "--noise", RIR: "--rir"}
+OPTION = {NOISE: "`noise`", RIR: "`rir`"}  # how messages name the folders: the API's parameters (automel.errors)
 BANK_VERSION = 1
 MAX_NOISE_FRAMES = 360_000  # an hour at a 10 ms hop: 58 MB of float32 at 40 bins
 MAX_RIRS = 2_000

@@ -19,7 +19,7 @@ from automel.engine.runner import load_study
 from automel.errors import ConfigError, DataError, ExportError, Interrupted
 from tests.conftest import HW4_SAMPLE, need, run
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # The test's budget for the example's own call: the HW4 sample instead of generating the synthetic corpus
 # (a minute on two cores), two short transformer trials, no refit. No adaptation, so that the export's
 # output.csv is the model's own predictions (Model.predict uses the weights as trained; see README).
@@ -116,7 +116,7 @@ def test_bad_inputs_are_one_typed_error(example: dict[str, Any], make: Any, word
 
 
 def test_top_k_below_one_is_refused(example: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match="top_k must be a whole number of at least 1"):
+    with pytest.raises(ConfigError, match="`top_k` must be a whole number of at least 1"):
         example["model"].predict(HW4_SAMPLE, top_k=0)
 
 
@@ -156,17 +156,17 @@ def test_load_names_what_is_missing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("options", "error", "words"), [
-    ({"time_limit": "soon"}, ConfigError, "time_limit 'soon' is not a duration"),
-    ({"time_limit": float("nan")}, ConfigError, "time_limit 'nan' is not a duration"),
-    ({"trials": 0}, ConfigError, "trials must be a whole number of at least 1, got 0"),
-    ({"steps_per_trial": 5}, ConfigError, "steps_per_trial must be a whole number of at least 10, got 5"),
-    ({"workers": 1.5}, ConfigError, "workers must be a whole number of at least 1, got 1.5"),
-    ({"time_limit": 5}, ConfigError, "shorter than the shortest useful run"),
+    ({"time_limit": "soon"}, ConfigError, "`time_limit` 'soon' is not a duration"),
+    ({"time_limit": float("nan")}, ConfigError, "`time_limit` 'nan' is not a duration"),
+    ({"trials": 0}, ConfigError, "`trials` must be a whole number of at least 1, got 0"),
+    ({"steps_per_trial": 5}, ConfigError, "`steps_per_trial` must be a whole number of at least 10, got 5"),
+    ({"workers": 1.5}, ConfigError, "`workers` must be a whole number of at least 1, got 1.5"),
+    ({"time_limit": 5}, ConfigError, "`time_limit` 5s is shorter than the shortest useful run"),
     ({"formats": ["gif"]}, ExportError, "gif"),
-    ({"max_params": 0}, ConfigError, "max_params must be a whole number of at least 1, got 0"),
-    ({"max_latency_ms": -1.0}, ConfigError, "max_latency_ms must be a finite positive number, got -1.0"),
+    ({"max_params": 0}, ConfigError, "`max_params` must be a whole number of at least 1, got 0"),
+    ({"max_latency_ms": -1.0}, ConfigError, "`max_latency_ms` must be a finite positive number, got -1.0"),
     ({"sampler": "nope"}, ConfigError, "nope"),
-    ({"quality": "perfect"}, ConfigError, "--quality 'perfect' is unknown"),
+    ({"quality": "perfect"}, ConfigError, "`quality` 'perfect' is unknown"),
 ])
 def test_bad_options_fail_before_anything_is_written(tmp_path: Path, hw4_sample: Path, options: dict[str, Any],
                                                       error: type, words: str) -> None:
