@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from automel.errors import ConfigError, option_named
+from automel.model_config import ADAPTATION
 from automel.normalize import FeatureNorm
-from automel.runs import ADAPTATION
 from automel.train.averaging import reestimate_batchnorm
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def adapt_export(model: nn.Module, record: Any, store: FeatureStore, adapt: str,
     ``test``: the weights stay as trained (so they reproduce the study's validation scores) and the model
     records that it adapts to whatever it predicts; the export's submission comes from an adapted copy, as
     ``automel predict`` makes one. A folder: the adapted statistics go into the exported weights, since the
-    folder is not there when the model predicts. ``record`` is the model's ``RunRecord`` (its front end).
+    folder is not there when the model predicts. ``record`` is the model's ``ModelConfig`` (its front end).
     """
     from automel.inference import SpeakerInference
 

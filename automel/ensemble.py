@@ -6,21 +6,19 @@ ensemble folder holds ``ensemble.json`` and one ordinary run directory per membe
 
     ensemble.json   {"format": "automel-ensemble/1", "members": [{"dir": "member-0", "weight": 0.6, ...}],
                      "speakers": [...], "n_mels": 40, "result": {...}}
-    member-0/       model.safetensors + config.json (as written by automel.runs.write_run_dir)
+    member-0/       model.safetensors + config.json (as written by automel.model_folder.write_run_dir)
     member-1/       ...
     output.csv, README.md, other text files (optional)
 
-:func:`automel.model_folder.load_run` and :func:`~automel.model_folder.read_record` recognise such a folder, so
+:func:`automel.model_folder.load_run` and :func:`~automel.model_folder.read_config` recognise such a folder, so
 ``automel predict`` works on it unchanged.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,24 +28,11 @@ from torch import Tensor, nn
 from automel.data.store import FeatureStore
 from automel.errors import ConfigError
 from automel.layers import unpadded
-from automel.outputs import atomic_folder
-from automel.runs import (
-    ADAPTATION,
-    CARD,
-    CONFIG,
-    ENSEMBLE,
-    SUBMISSION,
-    RunRecord,
-    load_model,
-    read_model_record,
-    write_run_dir,
-    write_submission_rows,
-)
 from automel.train.device import autocast
 from automel.train.loop import eval_batches
 
-__all__ = ["ENSEMBLE_FORMAT", "EnsembleChoice", "EnsembleModel", "greedy_ensemble", "load_ensemble",
-           "mixture_accuracy", "predict_proba", "read_ensemble", "write_ensemble_dir"]
+__all__ = ["ENSEMBLE_FORMAT", "EnsembleChoice", "EnsembleModel", "check_weights", "greedy_ensemble",
+           "mixture_accuracy", "predict_proba"]
 
 ENSEMBLE_FORMAT = "automel-ensemble/1"
 WEIGHT_TOLERANCE = 1e-3  # how far from 1 the weights' sum may be (they are renormalised exactly)
@@ -184,7 +169,7 @@ class EnsembleModel(nn.Module):
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64)).float()
         if len(members) == 0 or w.shape != (len(members),):
             raise ValueError(f"EnsembleModel: {len(members)} members but weights of shape {tuple(w.shape)}")
-        _check_weights(w.tolist(), "EnsembleModel")
+        check_weights(w.tolist(), "EnsembleModel")
         self.members = nn.ModuleList(members)
         self.register_buffer("weights", w / w.sum())
 
@@ -195,7 +180,7 @@ class EnsembleModel(nn.Module):
         return torch.logsumexp(torch.stack(terms), dim=0)
 
 
-def _check_weights(weights: Sequence[Any], where: str) -> list[float]:
+def check_weights(weights: Sequence[Any], where: str) -> list[float]:
     """Finite, non-negative numbers summing to ~1; else :class:`ConfigError` naming ``where``."""
     if not weights:
         raise ConfigError(f"{where}: an ensemble needs at least one member")
@@ -207,110 +192,3 @@ def _check_weights(weights: Sequence[Any], where: str) -> list[float]:
     return [float(w) for w in weights]
 
 
-def write_ensemble_dir(out: Path, members: Sequence[tuple[Mapping[str, Tensor], RunRecord, Mapping[str, Any]]],
-                       weights: Sequence[float] | np.ndarray, submission: list[tuple[str, str]] | None = None,
-                       card: str | None = None, replace: bool = False, extra: Mapping[str, str] | None = None,
-                       result: Mapping[str, Any] | None = None,
-                       metrics: Sequence[Sequence[Mapping[str, Any]]] | None = None) -> Path:
-    """Write an ensemble folder atomically; refuse to overwrite a non-empty one unless ``replace``.
-
-    ``members``: ``(state_dict, record, info)`` per candidate, ``info`` free-form JSON (e.g. the trial
-    number) kept in the member's entry of ``ensemble.json``. ``weights (M,)`` as from
-    :func:`greedy_ensemble`: members of weight 0 are left out, the rest renormalised and written as
-    ``member-0``, ``member-1``, ... in the order given. ``submission`` rows go to ``output.csv``, ``card``
-    to ``README.md``, ``extra`` maps further top-level file names to their text, ``result`` (e.g. the
-    ensemble's ``valid_acc``) is kept in ``ensemble.json`` and becomes the loaded record's ``result``.
-    ``metrics``: one list of log rows per member (e.g. a refit's loss and learning rate), written to the
-    member's ``metrics.jsonl``; without it those files are empty.
-    """
-    out = Path(out).resolve()
-    if len(members) != len(weights) or (metrics is not None and len(metrics) != len(members)):
-        raise ConfigError(f"{out}: {len(members)} members but {len(weights)} weights"
-                          + ("" if metrics is None else f" and {len(metrics)} metrics lists"))
-    logs = list(metrics) if metrics is not None else [[] for _ in members]
-    checked = _check_weights([float(w) for w in weights], str(out))
-    kept = [(m, w) for m, w in zip(members, checked, strict=True) if w > 0]
-    kept_logs = [log for log, w in zip(logs, checked, strict=True) if w > 0]
-    total = sum(w for _, w in kept)
-    first = kept[0][0][1]
-    for _, record, _ in (m for m, _ in kept):
-        if record.speakers != first.speakers or record.n_mels != first.n_mels:
-            raise ConfigError(f"{out}: members disagree on speakers or n_mels; an ensemble needs the same classes")
-    reserved = {ENSEMBLE, SUBMISSION, CARD}
-    for name in extra or {}:
-        if Path(name).name != name or name in reserved or name.startswith(("member-", ".")):
-            raise ConfigError(f"{out}: extra file name {name!r} is not a free top-level file name")
-    manifest = {"format": ENSEMBLE_FORMAT, "speakers": list(first.speakers), "n_mels": first.n_mels,
-                "result": dict(result or {}),
-                "members": [{**dict(info), "dir": f"member-{k}", "weight": w / total}
-                            for k, ((_, _, info), w) in enumerate(kept)]}
-    text = json.dumps(manifest, indent=2)  # fails here, before anything is written, if info is not JSON
-    with atomic_folder(out, replace) as tmp:
-        for k, (((state, record, _), _), log) in enumerate(zip(kept, kept_logs, strict=True)):
-            write_run_dir(tmp / f"member-{k}", state, record, log, None)
-        (tmp / ENSEMBLE).write_text(text, encoding="utf-8")
-        if submission is not None:
-            write_submission_rows(tmp / SUBMISSION, submission)
-        if card is not None:
-            (tmp / CARD).write_text(card, encoding="utf-8")
-        for name, body in (extra or {}).items():
-            (tmp / name).write_text(body, encoding="utf-8")
-    return out
-
-
-def read_ensemble(path: Path) -> tuple[RunRecord, list[tuple[Path, float]]]:
-    """The ensemble's record and its ``(member folder, weight)`` pairs; :class:`ConfigError` naming the file.
-
-    The record takes ``params`` and ``dataset`` from the first member, the shared ``speakers`` and ``n_mels``,
-    ``result`` from ``ensemble.json``, and ``extra["ensemble"]`` = the members' entries (plus their params).
-    """
-
-    source = Path(path) / ENSEMBLE
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read ensemble manifest ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ConfigError(f"{source}: not an automel ensemble (format {found!r}, expected {ENSEMBLE_FORMAT!r})")
-    speakers, n_mels, result = data.get("speakers"), data.get("n_mels"), data.get("result", {})
-    if not isinstance(speakers, list) or not all(isinstance(s, str) for s in speakers) or not speakers:
-        raise ConfigError(f"{source}: 'speakers' must be a non-empty list of names")
-    if isinstance(n_mels, bool) or not isinstance(n_mels, int) or not isinstance(result, dict):
-        raise ConfigError(f"{source}: 'n_mels' must be an integer and 'result' an object")
-    entries = data.get("members")
-    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{source}: 'members' must be a non-empty list of objects")
-    weights = _check_weights([e.get("weight") for e in entries], str(source))
-    members: list[tuple[Path, float]] = []
-    records: list[RunRecord] = []
-    for entry, weight in zip(entries, weights, strict=True):
-        name = entry.get("dir")
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            raise ConfigError(f"{source}: member dir {name!r} must be a folder name inside the ensemble")
-        folder = Path(path) / name
-        if not folder.is_dir():
-            raise ConfigError(f"{source}: member folder {folder} is missing")
-        if (folder / ENSEMBLE).exists():
-            raise ConfigError(f"{source}: member {folder} is itself an ensemble; nesting is not supported")
-        record = read_model_record(folder)
-        for field, want in (("speakers", tuple(speakers)), ("n_mels", n_mels)):
-            if getattr(record, field) != want:
-                raise ConfigError(f"{source}: member {folder / CONFIG} has other {field} than the ensemble")
-        members.append((folder, weight / sum(weights)))
-        records.append(record)
-    info = [{**e, "weight": w, "params": r.params} for e, (_, w), r in zip(entries, members, records, strict=True)]
-    first = records[0]
-    adapted = {ADAPTATION: first.extra[ADAPTATION]} if ADAPTATION in first.extra else {}  # the members share it
-    record = RunRecord(dict(first.params), first.n_mels, first.speakers, dict(first.dataset),
-                       dict(result),
-                       {"ensemble": {"format": ENSEMBLE_FORMAT, "members": info}, **adapted})
-    return record, members
-
-
-def load_ensemble(path: Path) -> tuple[EnsembleModel, RunRecord]:
-    """Rebuild an ensemble folder's members with their weights (eval mode, CPU)."""
-
-    record, members = read_ensemble(path)
-    models = [load_model(folder)[0] for folder, _ in members]
-    return EnsembleModel(models, [w for _, w in members]).eval(), record

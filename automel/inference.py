@@ -46,9 +46,9 @@ from automel.data.prepare import AUDIO_SUFFIXES
 from automel.errors import AudioError, ConfigError, DataError, FrontendError
 from automel.exporting import head_embedding
 from automel.long_inputs import merge_windows, split_long, window_frames
+from automel.model_config import ModelConfig
 from automel.model_folder import load_run
 from automel.outputs import atomic_file, atomic_files, check_output_file
-from automel.runs import RunRecord
 
 __all__ = ["EMBEDDING_FORMATS", "FEATURE_SUFFIX", "InputItem", "Prediction", "SpeakerInference", "atomic_file",
            "collect_inputs", "embedding", "embedding_format", "embedding_ids_path", "featurize_audio",
@@ -148,7 +148,7 @@ def _folder_items(folder: Path) -> list[InputItem]:
     return [InputItem(display_name(folder / p.relative_to(folder)), p) for p in files]
 
 
-def frontend_params(record: RunRecord, source: Path | str = "the model") -> FbankParams:
+def frontend_params(record: ModelConfig, source: Path | str = "the model") -> FbankParams:
     """The audio front end ``record`` was trained with; :class:`FrontendError` when it is not recorded or unknown.
 
     ``automel train`` copies it from a prepared data set's ``metadata.json`` into ``config.json`` as
@@ -217,7 +217,7 @@ class SpeakerInference:
     ``config.json``; ``source`` names the model directory in messages.
     """
 
-    def __init__(self, model: nn.Module, record: RunRecord, source: Path | str = "the model",
+    def __init__(self, model: nn.Module, record: ModelConfig, source: Path | str = "the model",
                  device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)

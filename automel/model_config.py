@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automel.errors import ConfigError, PluginError
+from automel.errors import ConfigError, DataError, PluginError
 from automel.plugin import KINDS, Plugin, using_search_scale
 
 __all__ = ["MAX_DEPTH", "MAX_INT", "MAX_N_MELS", "MAX_SPEAKERS", "SPACE_FACTOR", "Bounds", "check_depth",
@@ -263,3 +263,51 @@ def _show(value: object) -> str:
 def _first_line(exc: BaseException) -> str:
     text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return text or type(exc).__name__
+
+
+# -- config.json itself -------------------------------------------------------------------------------------
+
+FORMAT = "automel-run/1"
+ADAPTATION = "adaptation"  # config.json's record of what the model adapts to (automel.adapt)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The contents of ``config.json``."""
+
+    params: dict[str, Any]
+    n_mels: int
+    speakers: tuple[str, ...]
+    dataset: dict[str, Any]
+    result: dict[str, Any]
+    extra: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "params": self.params, "n_mels": self.n_mels, "speakers": list(self.speakers),
+                "dataset": self.dataset, "result": self.result, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: Path) -> ModelConfig:
+        """Check ``data`` against the schema (:mod:`automel.model_config`): types and bounds, one line naming
+        ``source`` and the field; the plugins' parameters are checked when the model is loaded."""
+        if data.get("format") != FORMAT:
+            raise ConfigError(f"{source}: not an automel run config (format {data.get('format')!r})")
+        check_depth(data, source)
+        missing = [k for k in ("params", "n_mels", "speakers", "dataset", "result") if k not in data]
+        if missing:
+            raise ConfigError(f"{source}: incomplete run config (no {', '.join(repr(k) for k in missing)})")
+        for key in ("params", "dataset", "result"):
+            if not isinstance(data[key], dict):
+                raise ConfigError(f"{source}: '{key}' must be a JSON object, got {type(data[key]).__name__}")
+        features = data["dataset"].get("features")
+        if isinstance(features, dict):
+            check_frontend(features, source)
+        extra = {k: v for k, v in data.items()
+                 if k not in ("format", "params", "n_mels", "speakers", "dataset", "result")}
+        return cls(dict(data["params"]), check_n_mels(data["n_mels"], source), check_speakers(data["speakers"], source),
+                   dict(data["dataset"]), dict(data["result"]), extra)
+
+
+def check_compatible(record: ModelConfig, n_mels: int, root: Path) -> None:
+    if record.n_mels != n_mels:
+        raise DataError(f"{root}: features have {n_mels} mel bins but the model expects {record.n_mels}")

@@ -48,9 +48,9 @@ def test_accuracy(model: torch.nn.Module, work: Any, speakers: list[str], answer
     """The model's submission scored against ``answers`` (read only here, to score)."""
     import tempfile
 
-    from automel.runs import write_submission_rows
     from automel.score import score_submission
-    from automel.train.run import test_submission
+    from automel.submission import write_submission_rows
+    from automel.train.fit import test_submission
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "output.csv"

@@ -216,7 +216,7 @@ def trained_arm(arm: str, data: Path, answers: Path, limit_s: float, where: Path
     from automel.engine.space import make_space
     from automel.presets import preset_params
     from automel.registry import default_registry
-    from automel.train.run import open_workspace
+    from automel.train.fit import open_workspace
 
     start = time.perf_counter()
     if arm == "baseline-b":

@@ -32,7 +32,7 @@ from _common import BENCH_HOME, SHARED_DATA, machine, report, test_accuracy
 
 from automel.data.augment import ChannelLevel, channel_perturb
 from automel.train.config import RunSettings
-from automel.train.run import open_workspace, train_run
+from automel.train.fit import open_workspace, train_run
 
 MODEL: dict[str, Any] = {"encoder": "transformer", "pooling": "attentive-stats", "head": "am-softmax"}
 SHIFT = ChannelLevel(gain_db=(-6.0, 6.0), tilt_db=(-10.0, 10.0), eq_db=6.0, eq_components=4, noise_prob=1.0,

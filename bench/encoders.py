@@ -28,7 +28,7 @@ from _common import BENCH_HOME, labelled_sets, machine, report, test_accuracy
 
 from automel.registry import default_registry
 from automel.train.config import RunSettings
-from automel.train.run import open_workspace, train_run
+from automel.train.fit import open_workspace, train_run
 
 COMMON: dict[str, Any] = {"pooling": "attentive-stats", "head": "am-softmax"}
 ENCODERS: dict[str, dict[str, Any]] = {

@@ -54,8 +54,8 @@ def measure(config: str, segment: int, seconds: float) -> float:
     from automel.data.synth import default_corpus
     from automel.model import build_model
     from automel.train.config import RunSettings, TrainParams
+    from automel.train.fit import full_params, open_workspace
     from automel.train.loop import fit
-    from automel.train.run import full_params, open_workspace
 
     work = open_workspace(default_corpus(BENCH_HOME), BENCH_HOME)
     params = full_params({**CONFIGS[config], **COMMON, "train.segment_len": segment})

@@ -35,7 +35,7 @@ from automel.encoders.conformer import SelfAttention
 from automel.encoders.transformer import TransformerEncoder
 from automel.layers import Dropout, MaskedBatchNorm1d, unpadded
 from automel.model import build_model
-from automel.train.run import full_params, open_workspace
+from automel.train.fit import full_params, open_workspace
 
 
 class OldMaskedBatchNorm1d(nn.BatchNorm1d):

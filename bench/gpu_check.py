@@ -40,8 +40,8 @@ from automel.presets import preset_params
 from automel.registry import Registry, build_registry
 from automel.train.config import RunSettings, TrainParams
 from automel.train.device import autocast_dtype, release_memory
+from automel.train.fit import Workspace, full_params, open_workspace
 from automel.train.loop import _Stepper, evaluate, fit
-from automel.train.run import Workspace, full_params, open_workspace
 
 ECAPA = {"encoder": "ecapa-tdnn", "pooling": "attentive-stats", "head": "aam-softmax"}
 MODELS: dict[str, dict[str, Any]] = {**{name: preset_params(name) for name in ("simple", "medium", "hard", "boss")},

@@ -39,14 +39,15 @@ def child(encoder: str, minutes: float, mode: str) -> None:
     import automel.inference as inference
     from automel.data.frontend import FbankParams
     from automel.model import build_model
-    from automel.runs import RunRecord, write_run_dir
-    from automel.train.run import full_params
+    from automel.model_config import ModelConfig
+    from automel.model_folder import write_run_dir
+    from automel.train.fit import full_params
 
     params = full_params({"encoder": encoder, "pooling": "attentive-stats", "head": "am-softmax"})
     torch.manual_seed(0)
     model = build_model(params, 40, 10).eval()
     folder = Path(tempfile.mkdtemp()) / "model"
-    record = RunRecord(params, 40, tuple(f"s{i}" for i in range(10)),
+    record = ModelConfig(params, 40, tuple(f"s{i}" for i in range(10)),
                        {"name": "bench", "kind": "prepared", "features": FbankParams(n_mels=40).to_json()},
                        {"valid_acc": 0.0}, {})
     write_run_dir(folder, model.state_dict(), record, [], None)

@@ -15,7 +15,7 @@ from _common import BENCH_HOME, labelled_sets, machine, report, test_accuracy
 
 from automel.presets import preset_params
 from automel.train.config import RunSettings
-from automel.train.run import open_workspace, train_run
+from automel.train.fit import open_workspace, train_run
 
 
 def main() -> None:

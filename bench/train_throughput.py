@@ -24,8 +24,8 @@ from course_pipeline import Classifier, course_loader
 from automel.model import build_model
 from automel.presets import preset_params
 from automel.train.config import RunSettings, TrainParams
+from automel.train.fit import open_workspace
 from automel.train.loop import fit
-from automel.train.run import open_workspace
 
 
 def schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -52,7 +52,7 @@ def fixed_trials(count: int) -> list[dict[str, object]]:
 def throughput(args: argparse.Namespace) -> None:
     import optuna
 
-    from automel.engine.runner import SearchOptions, open_search
+    from automel.engine.search import SearchOptions, open_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = SHARED_DATA / "hw4-sample"

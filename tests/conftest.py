@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import optuna
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from automel.registry import DISABLE_ENV, reset_default_registry
+
+if TYPE_CHECKING:
+    from automel.engine.handle import StudyHandle
 
 # The core suite tests the built-ins only, whatever plugin packages the venv holds. Set before any test
 # module is imported, so nothing collected can fill the default registry with external plugins; tests of
@@ -78,3 +84,34 @@ def run(cli: CliRunner, *args: object) -> tuple[int, str, str]:
 
     result = cli.invoke(app, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
+
+
+# A study and an export written before issue 23 (commit c121faf), and the data set they were run on:
+# ``tests/fixtures/before_issue_23/home`` holds study ``old``: five trials of a 4-speaker synthetic corpus (only
+# trial 4, a 155k-parameter model, within the study's ``--max-params 160000``), its kept weights, and the export
+# ``automel export --study old --trial 4`` wrote then (an ``export.json`` without ``members``). The corpus is
+# generated again here, byte for byte, from its seed.
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "before_issue_23" / "home"
+
+
+@pytest.fixture(scope="session")
+def old_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from automel.data.synth import SynthSpec, generate_corpus
+
+    spec = SynthSpec(speakers=4, utterances=8, seed=0, test_per_speaker=2)
+    return generate_corpus(tmp_path_factory.mktemp("old") / "data", spec, jobs=1)
+
+
+@pytest.fixture
+def old_home(isolated_home: Path) -> Path:
+    """The study ``old`` (and its export) copied into this test's home."""
+    shutil.copytree(FIXTURE, isolated_home, dirs_exist_ok=True)
+    return isolated_home
+
+
+@pytest.fixture
+def old_study(old_home: Path) -> tuple[StudyHandle, optuna.Study]:
+    from automel.engine.handle import StudyHandle
+
+    handle = StudyHandle.find(old_home, "old")
+    return handle, handle.load()

@@ -13,14 +13,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from automel.ensemble import EnsembleModel, greedy_ensemble, predict_proba, write_ensemble_dir
+from automel.ensemble import EnsembleModel, greedy_ensemble, predict_proba
 from automel.errors import ConfigError
 from automel.model import build_model
-from automel.model_folder import load_run, read_record
+from automel.model_config import ModelConfig
+from automel.model_folder import load_run, read_config, write_ensemble_dir
 from automel.presets import preset_params
-from automel.runs import RunRecord
+from automel.train.fit import full_params, open_workspace
 from automel.train.loop import evaluate
-from automel.train.run import full_params, open_workspace
 from tests.conftest import run
 
 N_MELS, SPEAKERS = 8, ("a", "b", "c")
@@ -71,12 +71,12 @@ def test_greedy_rejects_bad_input() -> None:
         greedy_ensemble([np.full((2, 3), np.nan)], np.array([0, 1]))
 
 
-def _member(seed: int) -> tuple[torch.nn.Module, RunRecord]:
+def _member(seed: int) -> tuple[torch.nn.Module, ModelConfig]:
     params = full_params({**preset_params("simple"), "encoder.transformer.d_model": 16,
                           "head.softmax.hidden": 16})
     torch.manual_seed(seed)
     model = build_model(params, N_MELS, len(SPEAKERS)).eval()
-    return model, RunRecord(params, N_MELS, SPEAKERS, {"name": f"set-{seed}"}, {"valid_acc": 0.5}, {})
+    return model, ModelConfig(params, N_MELS, SPEAKERS, {"name": f"set-{seed}"}, {"valid_acc": 0.5}, {})
 
 
 def _batch(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +112,7 @@ def test_round_trip_and_bad_folders(tmp_path: Path) -> None:
     model, record = load_run(out)
     assert isinstance(model, EnsembleModel) and not model.training
     assert record.speakers == SPEAKERS and record.n_mels == N_MELS and record.dataset == {"name": "set-1"}
-    assert record.result == {"valid_acc": 0.9} and record == read_record(out)
+    assert record.result == {"valid_acc": 0.9} and record == read_config(out)
     assert [m["trial"] for m in record.extra["ensemble"]["members"]] == [0, 2]
     x, mask = _batch([9, 4])
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_round_trip_and_bad_folders(tmp_path: Path) -> None:
         (copy / "ensemble.json").write_text(json.dumps(data))
         return copy
 
-    other = RunRecord(members[0][1].params, N_MELS, ("a", "b", "z"), {}, {}, {})
+    other = ModelConfig(members[0][1].params, N_MELS, ("a", "b", "z"), {}, {}, {})
     cases: dict[str, Callable[[dict[str, Any], Path], object]] = {
         "format": lambda d, _: d.update(format="automel-ensemble/9"),
         "negative": lambda d, _: d["members"][0].update(weight=-1.0),

@@ -33,8 +33,9 @@ from automel.inference import (
     write_predictions,
 )
 from automel.model import SpeakerModel, build_model
-from automel.runs import RunRecord, write_run_dir
-from automel.train.run import full_params
+from automel.model_config import ModelConfig
+from automel.model_folder import write_run_dir
+from automel.train.fit import full_params
 
 N_MELS = 40
 SPEAKERS = ("alice", "bob", "carol")
@@ -47,19 +48,19 @@ HEADS: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_model(head: str = "am-softmax", seed: int = 0, n_mels: int = N_MELS) -> tuple[SpeakerModel, RunRecord]:
+def tiny_model(head: str = "am-softmax", seed: int = 0, n_mels: int = N_MELS) -> tuple[SpeakerModel, ModelConfig]:
     """A small random model and the record ``automel train`` would write for it on prepared audio."""
     params = full_params({**TINY, **HEADS[head], "train.normalize": "utterance"})
     torch.manual_seed(seed)
     model = build_model(params, n_mels, len(SPEAKERS)).eval()
     dataset = {"name": "tiny", "kind": "prepared", "features": FbankParams(n_mels=n_mels).to_json()}
-    return model, RunRecord(params, n_mels, SPEAKERS, dataset, {"valid_acc": 0.5}, {})
+    return model, ModelConfig(params, n_mels, SPEAKERS, dataset, {"valid_acc": 0.5}, {})
 
 
 def make_run(out: Path, head: str = "am-softmax", dataset: dict[str, Any] | None = None, seed: int = 0) -> Path:
     """A run directory of :func:`tiny_model`; ``dataset`` updates the record's (e.g. to drop the front end)."""
     model, record = tiny_model(head, seed)
-    record = RunRecord(record.params, record.n_mels, record.speakers, {**record.dataset, **(dataset or {})},
+    record = ModelConfig(record.params, record.n_mels, record.speakers, {**record.dataset, **(dataset or {})},
                        record.result, record.extra)
     return write_run_dir(out, model.state_dict(), record, [], None)
 
@@ -158,7 +159,7 @@ def test_frontend_comes_from_the_record() -> None:
     _, record = tiny_model()
     assert frontend_params(record) == FbankParams()
     shifted = FbankParams(frame_shift_ms=20.0).to_json()
-    record = RunRecord(record.params, N_MELS, SPEAKERS, {"features": shifted}, {}, {})
+    record = ModelConfig(record.params, N_MELS, SPEAKERS, {"features": shifted}, {}, {})
     assert frontend_params(record) == FbankParams(frame_shift_ms=20.0)
 
 
@@ -171,7 +172,7 @@ def test_frontend_comes_from_the_record() -> None:
 ])
 def test_an_unknown_front_end_is_refused(dataset: dict[str, Any], match: str) -> None:
     _, record = tiny_model()
-    record = RunRecord(record.params, N_MELS, SPEAKERS, dataset, {}, {})
+    record = ModelConfig(record.params, N_MELS, SPEAKERS, dataset, {}, {})
     with pytest.raises(FrontendError, match=match):
         frontend_params(record, "run")
 
@@ -183,11 +184,11 @@ def test_audio_goes_through_the_recorded_front_end(tmp_path: Path) -> None:
     np.testing.assert_array_equal(default, compute_fbank(load_audio(wav), FbankParams()))
     assert abs(default.shape[0] - 100) <= 2
     shifted = FbankParams(frame_shift_ms=20.0)
-    record = RunRecord(record.params, N_MELS, SPEAKERS, {"features": shifted.to_json()}, {}, {})
+    record = ModelConfig(record.params, N_MELS, SPEAKERS, {"features": shifted.to_json()}, {}, {})
     coarse = SpeakerInference(model, record).features(InputItem("a", wav))
     np.testing.assert_array_equal(coarse, compute_fbank(load_audio(wav), shifted))
     assert abs(coarse.shape[0] - 50) <= 2
-    hw4 = RunRecord(record.params, N_MELS, SPEAKERS, {"kind": "hw4", "features": {}}, {}, {})
+    hw4 = ModelConfig(record.params, N_MELS, SPEAKERS, {"kind": "hw4", "features": {}}, {}, {})
     with pytest.raises(FrontendError):
         SpeakerInference(model, hw4).features(InputItem("a", wav))
     pt = tmp_path / "a.pt"

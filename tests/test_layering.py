@@ -7,7 +7,7 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
 2. the built-in plugins (``encoders``, ``pooling``, ``heads``) and ``normalize``;
 3. ``registry``, ``model``, ``presets``, ``plugin_info``, ``data``, ``testing``, ``exporting``;
 4. the training loop (``train.config``, ``train.device``, ``train.loop``);
-5. a run and its files: ``train.run``, ``runs``, ``ensemble``, ``score``, ``inference``, ``verification``;
+5. a run and its files: ``train.fit``, ``model_folder``, ``ensemble``, ``score``, ``inference``, ``verification``;
 6. ``engine`` (the search engine), ``report``;
 7. ``api`` (the Python API);
 8. ``cli``, then ``__main__``.
@@ -33,13 +33,14 @@ LAYERS: list[tuple[str, int]] = [
     ("encoders", 2), ("pooling", 2), ("heads", 2), ("normalize", 2),
     ("registry", 3), ("model", 3), ("presets", 3), ("plugin_info", 3), ("data", 3), ("testing", 3),
     ("exporting", 3),
-    ("train.run", 5), ("train", 4), ("runs", 5), ("ensemble", 5), ("score", 5), ("inference", 5),
+    ("train.fit", 5), ("train", 4), ("ensemble", 5), ("score", 5), ("inference", 5),
     ("verification", 5), ("adapt", 5), ("model_folder", 5),
     ("report", 6),
     ("engine", 6), ("api", 7), ("cli", 8), ("__main__", 9),
     ("arguments", 0), ("model_config", 3), ("long_inputs", 3),  # issue 22: API checks, config schema, windows
     # issue 22: JSON limits, masking, seeds, /tmp, the output-path rule
     ("userjson", 0), ("redact", 0), ("seeds", 0), ("scratch", 0), ("outputs", 0),
+    ("submission", 0),  # issue 23: the Id,Category rows, out of the run-folder module
 ]
 
 

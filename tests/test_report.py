@@ -272,7 +272,7 @@ def test_a_failure_while_writing_leaves_the_previous_report_whole(isolated_home:
         saved.append(path)
         path.write_bytes(b"half")
 
-    monkeypatch.setattr("automel.report.page._save_png", failing)
+    monkeypatch.setattr("automel.report.page.save_png", failing)
     with pytest.raises(OSError, match="disk full"):
         write_report(study, isolated_home, tmp_path / "report.html", device=CPU)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary folder left either

@@ -79,7 +79,7 @@ def search_progress_hooks(progress: Say | None, target: int) -> SearchHooks:
     """Plain progress lines for ``progress``: phases, notes, a first feature-cache build, and one line per
     finished trial (worker processes' trials too)."""
     from automel.engine.job import SearchHooks, counted_lines
-    from automel.engine.runner import SearchEvents
+    from automel.engine.search import SearchEvents
 
     if progress is None:
         return SearchHooks()

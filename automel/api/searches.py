@@ -60,7 +60,7 @@ def search(data: PathLike | None = None, *, time_limit: str | float | None = Non
     from automel.engine.budget import DEFAULT_TIME_LIMIT_S, Clock, check_time_limit, parse_duration, quality_named
     from automel.engine.constraints import Constraints
     from automel.engine.job import SearchJob, run_search_job
-    from automel.engine.runner import SearchOptions
+    from automel.engine.search import SearchOptions
     from automel.engine.study import GRACE_PERIOD
     from automel.exporting import require_formats
     from automel.home import resolve_home

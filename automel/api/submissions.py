@@ -52,11 +52,12 @@ def predict(model: PathLike | Model, data: PathLike | None = None, out: PathLike
     from automel.errors import ConfigError, DataError
     from automel.home import resolve_home
     from automel.inference import SpeakerInference
+    from automel.model_config import check_compatible
     from automel.model_folder import load_run
     from automel.outputs import Inside, check_output_file
-    from automel.runs import check_compatible, write_submission_rows
+    from automel.submission import write_submission_rows
     from automel.train.device import select_device
-    from automel.train.run import test_submission
+    from automel.train.fit import test_submission
 
     folder = model.path if isinstance(model, Model) else check_path(model, "model") or Path(model)
     target = check_path(out, "out") or Path(out)

@@ -1,7 +1,7 @@
 """``automel.api.train``: train one model from a preset or a configuration and write its run directory.
 
 A run directory holds the weights, ``config.json`` (everything needed to rebuild the model), ``metrics.jsonl``
-and, when the data set has test utterances, the submission ``output.csv`` (:mod:`automel.runs`).
+and, when the data set has test utterances, the submission ``output.csv`` (:mod:`automel.model_folder`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from automel.api._common import PathLike, check_callback, nothing
 from automel.api.models import Model, load
 
 if TYPE_CHECKING:
-    from automel.runs import RunRecord
+    from automel.model_config import ModelConfig
     from automel.train.config import RunSettings
-    from automel.train.run import Workspace
+    from automel.train.fit import Workspace
 
 __all__ = ["DEFAULT_STEPS", "TIMED_MAX_STEPS", "TrainHooks", "TrainPlan", "TrainRun", "finish_reserve_s",
            "train", "train_params"]
@@ -114,12 +114,12 @@ class TrainRun:
     annealed: bool  # the learning rate had decayed to (nearly) zero by the last step
     seconds: float  # of training
     elapsed_s: float  # of the whole call: data set, training, test predictions, files
-    record: RunRecord = field(repr=False)
+    record: ModelConfig = field(repr=False)
 
     @property
     def submission(self) -> Path | None:
         """``output.csv``, the test utterances' predictions, when the data set has test utterances."""
-        from automel.runs import SUBMISSION
+        from automel.submission import SUBMISSION
 
         path = self.path / SUBMISSION
         return path if path.is_file() else None
@@ -168,11 +168,11 @@ def train(preset: str | None = None, config: PathLike | Mapping[str, Any] | None
     from automel.engine.budget import check_time_limit, parse_duration
     from automel.errors import ConfigError
     from automel.home import resolve_home
+    from automel.model_folder import write_run_dir
     from automel.outputs import check_output_folder
-    from automel.runs import write_run_dir
     from automel.train.config import RunSettings
     from automel.train.device import select_device
-    from automel.train.run import metrics_lines, open_workspace, test_submission, train_run
+    from automel.train.fit import metrics_lines, open_workspace, test_submission, train_run
 
     started = time.monotonic()
     check_text(preset, "preset", optional=True)

@@ -22,7 +22,7 @@ from rich.table import Table
 from automel.api.progress import TrialProgress
 from automel.cli._progress import add_training_task, progress_hook, training_progress
 from automel.engine.leaderboard import LeaderboardRow, format_size, leaderboard_rows
-from automel.engine.runner import SearchEvents, state_counts
+from automel.engine.search import SearchEvents, state_counts
 
 
 def leaderboard(study: optuna.Study, top: int = 5) -> Table:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from automel.cli._common import console, err_console
 from automel.cli._output import Format, print_csv, print_json, print_table
-from automel.engine.runner import state_counts
+from automel.engine.search import state_counts
 
 if TYPE_CHECKING:
     from automel.api.studies import StudyOverview

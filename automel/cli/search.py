@@ -157,7 +157,7 @@ def _duration(seconds: float) -> str:
 
 def _report_search(study: optuna.Study, url: str) -> None:
     from automel.cli._live import leaderboard
-    from automel.engine.runner import state_counts
+    from automel.engine.search import state_counts
 
     counts = state_counts(study)
     console.print(f"study [bold]{study.study_name}[/] ({url}): {counts['complete']} complete, "

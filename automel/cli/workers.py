@@ -51,7 +51,7 @@ def worker(
     from automel.api.progress import TrialProgress
     from automel.engine.handle import StudyHandle
     from automel.engine.parallel import STORAGE_ENV
-    from automel.engine.runner import SearchEvents, run_trials
+    from automel.engine.search import SearchEvents, run_trials
     from automel.engine.worker import open_worker, study_is_done
     from automel.home import resolve_home
     from automel.redact import redact

@@ -18,7 +18,8 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import FrozenTrial, TrialState
 
 from automel.errors import DiskError, StudyError
-from automel.runs import CONFIG, WEIGHTS, RunRecord
+from automel.model_config import ModelConfig
+from automel.model_folder import CONFIG, WEIGHTS
 
 WEIGHTS_ATTR, CONFIG_ATTR = "artifact_weights", "artifact_config"
 
@@ -49,7 +50,7 @@ def artifact_store(path: Path) -> ArtifactStore:
 
 
 def save_trial_artifacts(trial: optuna.Trial, store: FileSystemArtifactStore, state: Mapping[str, Any],
-                         record: RunRecord) -> None:
+                         record: ModelConfig) -> None:
     """Upload the trial's weights (safetensors) and config.json; remember their ids on the trial.
 
     A full or read-only store raises :class:`DiskError` (checked before the upload, with the size needed),

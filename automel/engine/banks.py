@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automel.data.augment.banks import NOISE, OPTION, RIR, bank_note, prepare_bank
 from automel.data.augment.mel import FrontEnd
 from automel.errors import StudyError
-from automel.train.run import Workspace
+from automel.train.fit import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from automel.engine.space import SearchSpace
     from automel.registry import Registry
-    from automel.train.run import Workspace
+    from automel.train.fit import Workspace
 
 DEFAULT_TIME_LIMIT_S = 10 * 60.0
 MIN_TIME_LIMIT_S = 30.0  # one short trial, a short refit and the export; less cannot produce a model
@@ -227,8 +227,8 @@ def _random_trial() -> optuna.Trial:
 def measure_speed(params: dict[str, Any], work: Workspace, device: torch.device) -> Speed:
     """Training and validation speed of ``params`` here: a few real steps of the shared loop, one validation."""
     from automel.train.config import RunSettings
+    from automel.train.fit import train_run
     from automel.train.loop import evaluate
-    from automel.train.run import train_run
 
     settings = RunSettings(steps=CALIBRATION_STEPS, valid_every=CALIBRATION_STEPS, validate=False)
     model, result, _ = train_run(params, work, settings, device)

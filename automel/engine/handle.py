@@ -26,7 +26,7 @@ from automel.errors import StudyError
 from automel.home import check_study_name
 from automel.outputs import Inside
 from automel.redact import redact
-from automel.train.run import Workspace, open_workspace
+from automel.train.fit import Workspace, open_workspace
 
 DATABASE_SUFFIX = ".db"
 

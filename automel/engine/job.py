@@ -19,7 +19,7 @@ import optuna
 from automel.engine.budget import Clock, Quality, chance_stop, check_time_limit, step_planner
 from automel.engine.finish import FinishOptions, FinishResult, Note, finish_study
 from automel.engine.record import append_budget_run
-from automel.engine.runner import OpenedSearch, SearchEvents, SearchOptions, open_search, run_trials, state_counts
+from automel.engine.search import OpenedSearch, SearchEvents, SearchOptions, open_search, run_trials, state_counts
 from automel.errors import Interrupted, StudyError
 from automel.train.device import select_device
 

@@ -32,12 +32,12 @@ from automel.errors import DiskError, Fatal, Terminated
 from automel.plugin import using_search_scale
 from automel.train.config import RunSettings
 from automel.train.device import release_memory, select_device
+from automel.train.fit import train_run
 from automel.train.loop import TrainResult
-from automel.train.run import train_run
 
 if TYPE_CHECKING:
     from automel.engine.artifacts import ArtifactStore
-    from automel.engine.runner import OpenedSearch, SearchEvents, SearchOptions
+    from automel.engine.search import OpenedSearch, SearchEvents, SearchOptions
 
 TIME_LIMIT_REASON = "cut by the time limit"
 INTERRUPTED_REASON, TERMINATED_REASON = "interrupted by the user (Ctrl-C)", "terminated (SIGTERM)"

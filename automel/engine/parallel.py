@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from automel.engine.runner import OpenedSearch, SearchOptions
+from automel.engine.search import OpenedSearch, SearchOptions
 from automel.errors import StudyError, Terminated
 
 STORAGE_ENV = "AUTOMEL_WORKER_STORAGE"  # the storage URL, handed to workers out of sight of `ps`

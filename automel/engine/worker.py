@@ -15,11 +15,9 @@ import optuna
 
 from automel.engine.handle import StudyHandle
 from automel.engine.record import StudyRecord
-from automel.engine.runner import OpenedSearch, SearchOptions, attach_study
-from automel.engine.study import GRACE_PERIOD, open_storage
+from automel.engine.search import OpenedSearch, SearchOptions, attach_study
+from automel.engine.study import GRACE_PERIOD
 from automel.errors import StudyError
-from automel.home import check_study_name
-from automel.redact import redact
 from automel.registry import Registry, default_registry
 from automel.train.device import select_device
 
@@ -38,13 +36,15 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     ``registry`` (default: :func:`default_registry`, the installed plugins) must hold every plugin the
     study's space names; the worker's trials sample and build from it.
     """
-    check_study_name(name)
+    handle = StudyHandle(Path(home), name, url)  # the name is checked here
     registry = registry if registry is not None else default_registry()
     select_device(device)  # a bad --device fails before anything is opened
-    loaded = _load(url, name)
+    try:
+        loaded = handle.load()
+    except StudyError as exc:
+        raise StudyError(f"{exc}; start it with `automel search --study {name}`") from None
     record = StudyRecord.read(loaded)
     record.space.check_installed(registry)
-    handle = StudyHandle(Path(home), name, url)
     work = handle.workspace(loaded, data)
     engine = record.engine
     options = SearchOptions(trials=engine.target, study=name, storage=url, steps_per_trial=record.steps_per_trial,
@@ -57,17 +57,9 @@ def open_worker(home: Path, name: str, url: str, data: Path | None = None, devic
     return opened, options
 
 
-def _load(url: str, name: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
-    except KeyError:
-        raise StudyError(redact(f"storage {url} has no study '{name}'; "
-                                f"start it with `automel search --study {name}`")) from None
-
-
 def study_is_done(study: optuna.Study, target: int) -> bool:
     """True when the study holds its target and no trial is running or queued: time to export."""
-    from automel.engine.runner import state_counts
+    from automel.engine.search import state_counts
 
     counts = state_counts(study)
     return counts["finished"] >= target and counts["running"] == 0 and counts["waiting"] == 0

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from automel.engine.runner import is_surplus
+from automel.engine.search import is_surplus
 from automel.report.common import BLUE, COMPONENTS, GREY, METRIC, ORANGE, Section, label_axes, png_figure, time_unit
 from automel.report.params import importances_section, parallel_section, param_importances
 from automel.report.pareto import pareto_section

@@ -26,8 +26,8 @@ from automel.report.refit import refit_sections
 if TYPE_CHECKING:
     import torch
 
-    from automel.runs import RunRecord
-    from automel.train.run import Workspace
+    from automel.model_config import ModelConfig
+    from automel.train.fit import Workspace
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def _validation_workspace(study: optuna.Study, home: Path, data_root: Path | Non
     return work
 
 
-def _predict(model: torch.nn.Module, record: RunRecord, work: Workspace, device: torch.device | None,
+def _predict(model: torch.nn.Module, record: ModelConfig, work: Workspace, device: torch.device | None,
              what: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """``(speakers, labels, predictions)`` of ``model`` on the validation utterances of ``work``."""
     from automel.train.device import autocast_dtype, select_device
@@ -170,7 +170,7 @@ def evaluate_source(study: optuna.Study, home: Path, data_root: Path | None = No
     return Validation(folder, str(info.get("kind", "trial")), True, speakers, labels, predictions, what)
 
 
-def _trial_models(study: optuna.Study, home: Path, numbers: list[int]) -> list[tuple[torch.nn.Module, RunRecord]]:
+def _trial_models(study: optuna.Study, home: Path, numbers: list[int]) -> list[tuple[torch.nn.Module, ModelConfig]]:
     """The kept weights of trials ``numbers`` (from the study's artifact store), loaded."""
     from automel.engine.artifacts import artifact_store, download_trial
     from automel.model_folder import load_run

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from automel.engine.runner import state_counts
+from automel.engine.search import state_counts
 from automel.errors import ConfigError
 from automel.files import owned_tempdir
 from automel.outputs import Inside, check_output_file
@@ -88,7 +88,7 @@ def _write_files(out: Path, page: str, drawn: list[Section]) -> list[Path]:
     tmp = owned_tempdir(out)  # named after this process: a later report clears it if this one is killed
     try:
         for section in drawn:
-            _save_png(section.png, tmp / _png_name(out.stem, section.name))
+            save_png(section.png, tmp / _png_name(out.stem, section.name))
         (tmp / out.name).write_text(page, encoding="utf-8")
         for name in FIGURES:
             if name not in {s.name for s in drawn}:
@@ -108,7 +108,7 @@ def _png_name(stem: str, figure: str) -> str:
     return f"{stem}-{figure}.png"
 
 
-def _save_png(figure: PngFigure | None, path: Path) -> None:
+def save_png(figure: PngFigure | None, path: Path) -> None:
     """Draw ``figure`` on matplotlib's Agg canvas into ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -30,7 +30,7 @@ class RefitLog:
 
 def _run_folders(folder: Path) -> list[Path]:
     """The export's run folders: its members in order for an ensemble, else the export itself."""
-    from automel.runs import ENSEMBLE
+    from automel.model_folder import ENSEMBLE
 
     if not (folder / ENSEMBLE).is_file():
         return [folder]
@@ -57,13 +57,12 @@ def _rows(path: Path) -> list[dict[str, float]]:
 
 def refit_logs(folder: Path) -> list[RefitLog]:
     """The refit models of the export in ``folder`` with their logs; empty when it holds no refit model."""
-    from automel.model_folder import read_record
-    from automel.runs import METRICS
+    from automel.model_folder import METRICS, read_config
 
     logs = []
     for run in _run_folders(folder):
         try:
-            info = read_record(run).extra.get("refit")
+            info = read_config(run).extra.get("refit")
         except AutomelError:
             continue
         if not isinstance(info, dict):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import automel
 import automel.api
 from automel.data.layout import read_dataset
-from automel.engine.runner import load_study
+from automel.engine.handle import StudyHandle
 from automel.errors import ConfigError, DataError, ExportError, Interrupted
 from tests.conftest import HW4_SAMPLE, need, run
 
@@ -183,7 +183,7 @@ def test_ctrl_c_is_a_typed_error_and_the_same_call_resumes(tmp_path: Path, hw4_s
 
     with pytest.raises(Interrupted, match="rerun the same command to resume"):
         automel.search(hw4_sample, home=tmp_path, progress=interrupt_after_first_trial, **{**QUICK, "trials": 3})
-    study = load_study(tmp_path, "hw4-sample", None)
+    study = StudyHandle.find(tmp_path, "hw4-sample").load()
     assert [t.state.name for t in study.trials][:1] == ["COMPLETE"] and not (tmp_path / "hw4-sample" / "best").exists()
     lines: list[str] = []
     result = automel.search(hw4_sample, home=tmp_path, progress=lines.append, **{**QUICK, "trials": 3})

@@ -25,8 +25,7 @@ from typer.testing import CliRunner
 
 from automel.data.frontend import FbankParams, load_audio
 from automel.model import build_model
-from automel.model_folder import load_run
-from automel.runs import write_run_dir
+from automel.model_folder import load_run, write_run_dir
 from automel.verification import equal_error_rate, min_dcf
 from tests.conftest import FSDD, LIBRISPEECH, need, run
 from tests.test_inference import make_run, write_tone
@@ -331,14 +330,13 @@ def test_model_trained_on_hw4_features_refuses_audio(cli: CliRunner, tmp_path: P
 
 def test_embed_refuses_an_unknown_format_and_an_ensemble(cli: CliRunner, tmp_path: Path,
                                                          small: tuple[Path, Path, Path]) -> None:
-    from automel.ensemble import write_ensemble_dir
-    from automel.model_folder import read_record
+    from automel.model_folder import read_config, write_ensemble_dir
 
     model, good, _ = small
     assert "must end in .npy or .safetensors" in _fail(cli, "embed", model, good, "--out", tmp_path / "out.csv")
     _, record = load_run(model)
     state = load_run(model)[0].state_dict()
-    ensemble = write_ensemble_dir(tmp_path / "ens", [(state, record, {}), (state, read_record(model), {})], [0.5, 0.5])
+    ensemble = write_ensemble_dir(tmp_path / "ens", [(state, record, {}), (state, read_config(model), {})], [0.5, 0.5])
     assert "no single embedding space" in _fail(cli, "embed", ensemble, good, "--out", tmp_path / "out.npy")
     assert _outputs(tmp_path) == []
     code, _, stderr = run(cli, "predict", ensemble, good, "--out", tmp_path / "out.csv", "--top-k", 2)

@@ -38,17 +38,19 @@ def sample_copy(hw4_sample: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def build_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every cache build, by cache folder (the real builder still runs)."""
-    calls: list[Path] = []
-    real = store_module._build_cache
+def build_calls() -> list[Path]:
+    """The cache folders that :func:`open_counted` saw built, in order."""
+    return []
 
-    def counting(cache: Path, *args: Any, **kwargs: Any) -> None:
-        calls.append(cache)
-        real(cache, *args, **kwargs)
 
-    monkeypatch.setattr(store_module, "_build_cache", counting)
-    return calls
+def open_counted(root: Path, home: Path, builds: list[Path]) -> FeatureStore:
+    """``open_store``, recording in ``builds`` the cache folder of a build: its progress callback hears only
+    builds (a reused cache calls it never)."""
+    heard: list[int] = []
+    store = open_store(root, home, on_progress=lambda done, total: heard.append(done))
+    if heard:
+        builds.append(home / "cache" / store.fingerprint)
+    return store
 
 
 def load_json(path: Path) -> Any:
@@ -109,20 +111,10 @@ def test_store_matches_the_feature_files(hw4_sample: Path, home: Path) -> None:
         assert torch.equal(rows(store, i), load_pt(hw4_sample / store.paths[i])), store.paths[i]
 
 
-def test_second_open_maps_the_cache_without_rebuilding(hw4_sample: Path, home: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_open_maps_the_cache_without_rebuilding(hw4_sample: Path, home: Path) -> None:
     builds: list[Path] = []
-    real = store_module._build_cache
-
-    def build_once(cache: Path, *args: Any, **kwargs: Any) -> None:
-        if builds:
-            raise AssertionError("the cache was rebuilt although nothing changed")
-        builds.append(cache)
-        real(cache, *args, **kwargs)
-
-    monkeypatch.setattr(store_module, "_build_cache", build_once)
-    first = open_store(hw4_sample, home)
-    second = open_store(hw4_sample, home)
+    first = open_counted(hw4_sample, home, builds)
+    second = open_counted(hw4_sample, home, builds)
     assert len(builds) == 1
     assert builds[0] == home / "cache" / first.fingerprint
     assert second.fingerprint == first.fingerprint
@@ -150,13 +142,13 @@ def test_touching_a_feature_file_changes_the_fingerprint(sample_copy: Path) -> N
 
 
 def test_changed_feature_file_rebuilds(sample_copy: Path, home: Path, build_calls: list[Path]) -> None:
-    old = open_store(sample_copy, home)
+    old = open_counted(sample_copy, home, build_calls)
     i = 17
     name = old.paths[i]
     original = rows(old, i).clone()
     replacement = original.flip(0).contiguous() + 1.0
     torch.save(replacement, sample_copy / name)
-    new = open_store(sample_copy, home)
+    new = open_counted(sample_copy, home, build_calls)
     assert new.fingerprint != old.fingerprint
     assert build_calls == [home / "cache" / old.fingerprint, home / "cache" / new.fingerprint]
     assert torch.equal(rows(new, i), replacement)
@@ -220,14 +212,14 @@ def test_damaged_cache_is_rebuilt(
     built_home, reference = built
     shutil.copytree(built_home / "cache", home / "cache")  # a private copy: damage it without unmapping anything
     (cache,) = (home / "cache").iterdir()
-    assert open_store(hw4_sample, home).fingerprint == cache.name and build_calls == []  # the copy is good
+    assert open_counted(hw4_sample, home, build_calls).fingerprint == cache.name and build_calls == []  # good copy
     gc.collect()
     CACHE_DAMAGE[damage](cache)
-    rebuilt = open_store(hw4_sample, home)
+    rebuilt = open_counted(hw4_sample, home, build_calls)
     assert build_calls == [cache], "the damaged cache was trusted"
     for key, value in reference.items():
         assert torch.equal(getattr(rebuilt, key), value), key
-    assert open_store(hw4_sample, home).fingerprint == rebuilt.fingerprint
+    assert open_counted(hw4_sample, home, build_calls).fingerprint == rebuilt.fingerprint
     assert build_calls == [cache]  # and the rebuilt cache is trusted again
 
 

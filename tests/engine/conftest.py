@@ -16,10 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import optuna
 import pytest
-
-from automel.engine.handle import StudyHandle
 
 
 def _server_bin() -> Path | None:
@@ -79,32 +76,3 @@ def postgres_url() -> Iterator[str]:
         subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
-
-
-# A study and an export written before issue 23 (commit c121faf), and the data set they were run on:
-# ``tests/fixtures/before_issue_23/home`` holds study ``old``: five trials of a 4-speaker synthetic corpus (only
-# trial 4, a 155k-parameter model, within the study's ``--max-params 160000``), its kept weights, and the export
-# ``automel export --study old --trial 4`` wrote then (an ``export.json`` without ``members``). The corpus is
-# generated again here, byte for byte, from its seed.
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "before_issue_23" / "home"
-
-
-@pytest.fixture(scope="session")
-def old_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from automel.data.synth import SynthSpec, generate_corpus
-
-    spec = SynthSpec(speakers=4, utterances=8, seed=0, test_per_speaker=2)
-    return generate_corpus(tmp_path_factory.mktemp("old") / "data", spec, jobs=1)
-
-
-@pytest.fixture
-def old_home(isolated_home: Path) -> Path:
-    """The study ``old`` (and its export) copied into this test's home."""
-    shutil.copytree(FIXTURE, isolated_home, dirs_exist_ok=True)
-    return isolated_home
-
-
-@pytest.fixture
-def old_study(old_home: Path) -> tuple[StudyHandle, optuna.Study]:
-    handle = StudyHandle.find(old_home, "old")
-    return handle, handle.load()

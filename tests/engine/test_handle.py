@@ -10,7 +10,7 @@ import pytest
 
 from automel.engine.handle import StudyHandle
 from automel.errors import ConfigError, StudyError
-from tests.engine.conftest import FIXTURE
+from tests.conftest import FIXTURE
 
 PACKAGE = Path(__file__).resolve().parents[2] / "automel"
 

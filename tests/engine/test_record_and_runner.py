@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from automel.engine.record import DatasetRef, EngineRecord, StudyRecord
-from automel.engine.runner import Action, SearchOptions, SearchOutcome, next_action, open_search, run_trials
+from automel.engine.search import Action, SearchOptions, SearchOutcome, next_action, open_search, run_trials
 from automel.engine.space import SearchSpace
 from automel.engine.study import open_storage
 from automel.errors import StudyError

@@ -17,8 +17,8 @@ from automel.engine.study import open_storage
 from automel.model_folder import load_run
 from automel.plugin import using_search_scale
 from automel.score import score_submission
+from automel.train.fit import open_workspace
 from automel.train.loop import evaluate
-from automel.train.run import open_workspace
 from tests.conftest import run
 
 # Small, fast plugins: the point here is the engine's behaviour, not model quality.

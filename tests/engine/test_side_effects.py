@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def test_importing_the_engine_leaves_optunas_logger_alone() -> None:
-    code = ("import optuna, automel.engine.runner, automel.api; "
+    code = ("import optuna, automel.engine.search, automel.api; "
             "print(len(optuna.logging.get_logger('optuna.study._optimize').filters))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "0"
@@ -18,7 +18,7 @@ def test_importing_the_engine_leaves_optunas_logger_alone() -> None:
 def test_the_filter_is_there_while_trials_run_and_gone_after() -> None:
     import optuna
 
-    from automel.engine.runner import _surplus_hidden
+    from automel.engine.search import _surplus_hidden
 
     logger = optuna.logging.get_logger("optuna.study._optimize")
     before = list(logger.filters)

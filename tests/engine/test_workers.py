@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from automel.engine.parallel import usable_cores
-from automel.engine.runner import is_surplus
+from automel.engine.search import is_surplus
 from automel.engine.study import open_storage
 
 # Wall-clock limits, signals and several processes: run alone, after the parallel part of `make test`.

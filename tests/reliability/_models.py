@@ -16,8 +16,9 @@ import torch
 
 from automel.data.frontend import FbankParams
 from automel.model import build_model
-from automel.runs import RunRecord, write_run_dir
-from automel.train.run import full_params
+from automel.model_config import ModelConfig
+from automel.model_folder import write_run_dir
+from automel.train.fit import full_params
 
 N_MELS = 40
 SPEAKERS = ("alice", "bob", "carol")
@@ -32,7 +33,7 @@ def make_model(out: Path, **params: Any) -> Path:
     torch.manual_seed(0)
     model = build_model(full, N_MELS, len(SPEAKERS)).eval()
     dataset = {"name": "tiny", "kind": "prepared", "features": FbankParams(n_mels=N_MELS).to_json()}
-    return write_run_dir(out, model.state_dict(), RunRecord(full, N_MELS, SPEAKERS, dataset, {"valid_acc": 0.5}, {}),
+    return write_run_dir(out, model.state_dict(), ModelConfig(full, N_MELS, SPEAKERS, dataset, {"valid_acc": 0.5}, {}),
                          [], None)
 
 

@@ -35,7 +35,9 @@ from automel.engine.handle import StudyHandle
 from automel.engine.study import open_storage
 from automel.errors import DiskError
 from automel.files import sweep_leftovers
-from automel.runs import RunRecord, write_run_dir, write_submission_rows
+from automel.model_config import ModelConfig
+from automel.model_folder import write_run_dir
+from automel.submission import write_submission_rows
 
 TINY = ["--encoders", "transformer", "--poolings", "mean", "--heads", "softmax", "--device", "cpu", "--pruner",
         "none", "--no-refit", "--quality", "fast", "--grace-period", "3"]
@@ -293,7 +295,7 @@ def test_a_trial_s_weights_on_a_full_disk_leave_no_part_behind(disk: Disk, monke
     store = artifact_store(disk.mount("2m") / "artifacts")
     disk.fill(leave=256 * 1024)
     trial = optuna.create_study().ask()
-    record = RunRecord({"encoder": "x"}, 40, ("a", "b"), {}, {}, {})
+    record = ModelConfig({"encoder": "x"}, 40, ("a", "b"), {}, {}, {})
     with pytest.raises(DiskError, match=r"^no space left on .*/artifacts \(needed ~1\.0 MB, 0\.2 MB free\)"):
         save_trial_artifacts(trial, store, {"w": torch.zeros(256 * 1024)}, record)
     monkeypatch.setattr(DiskError, "check", classmethod(lambda cls, path, needed=None: None))
@@ -486,7 +488,7 @@ def test_what_is_written_honours_the_umask(tmp_path: Path, umask: int, folder: i
     from automel.data.prepare import prepare_dataset
 
     tones = write_tones(tmp_path / "tones", speakers=2, per_speaker=3)
-    record = RunRecord({"encoder": "x"}, 40, ("a", "b"), {}, {}, {})
+    record = ModelConfig({"encoder": "x"}, 40, ("a", "b"), {}, {}, {})
     previous = os.umask(umask)
     try:
         run_dir = write_run_dir(tmp_path / "run", {"w": torch.zeros(3)}, record, [], [("u1.pt", "a")])

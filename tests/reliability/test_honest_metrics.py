@@ -130,8 +130,8 @@ def test_a_submission_is_never_written_from_scores_that_are_not_finite(tmp_path:
 
     from automel.errors import DataError
     from automel.model import build_model
+    from automel.train.fit import open_workspace
     from automel.train.loop import predict
-    from automel.train.run import open_workspace
     from tests.conftest import HW4_SAMPLE, need
 
     work = open_workspace(need(HW4_SAMPLE), tmp_path / "home")

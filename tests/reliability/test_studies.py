@@ -21,12 +21,12 @@ import pytest
 from typer.testing import CliRunner
 
 from automel.engine.handle import StudyHandle
-from automel.engine.runner import SearchOptions, attach_study, open_search
+from automel.engine.search import SearchOptions, attach_study, open_search
 from automel.engine.study import SAMPLERS, open_storage, study_name_for
 from automel.engine.worker import open_worker
 from automel.errors import ConfigError, StudyError
 from automel.home import MAX_STUDY_NAME, check_study_name
-from automel.train.run import open_workspace
+from automel.train.fit import open_workspace
 from tests.conftest import run
 
 # The tiniest search the engine runs: one small model family, ten steps, no pruning, no refit.

@@ -10,8 +10,8 @@ from torch import nn
 
 from automel.train.averaging import TailAverage, reestimate_batchnorm
 from automel.train.config import RunSettings, TrainParams
+from automel.train.fit import Workspace, open_workspace
 from automel.train.loop import fit
-from automel.train.run import Workspace, open_workspace
 
 
 class PooledBatchNorm(nn.Module):

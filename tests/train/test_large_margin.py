@@ -9,8 +9,8 @@ import torch
 
 from automel.errors import ConfigError
 from automel.train.config import RunSettings
+from automel.train.fit import open_workspace, train_run
 from automel.train.large_margin import MARGIN_SCALE, LargeMarginFinish
-from automel.train.run import open_workspace, train_run
 
 PARAMS = {"encoder": "tdnn", "encoder.tdnn.channels": 32, "encoder.tdnn.out_channels": 64, "pooling": "mean",
           "head": "am-softmax", "head.am-softmax.margin": 0.2, "train.batch_size": 8, "train.segment_len": 64,

@@ -12,8 +12,8 @@ from torch import nn
 from automel.errors import ConfigError, NonFiniteLossError
 from automel.train.config import RunSettings, TrainParams
 from automel.train.device import autocast_dtype, release_memory, select_device
+from automel.train.fit import Workspace, open_workspace
 from automel.train.loop import fit, lr_lambda
-from automel.train.run import Workspace, open_workspace
 
 
 class MeanLinear(nn.Module):

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from automel.train.config import RunSettings, TrainParams
+from automel.train.fit import Workspace, open_workspace
 from automel.train.loop import fit, lr_lambda
-from automel.train.run import Workspace, open_workspace
 from automel.train.schedule import Schedule
 from tests.train.test_loop import MeanLinear
 

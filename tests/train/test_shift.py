@@ -66,7 +66,7 @@ def _tiny_setup() -> tuple[object, object, torch.nn.Module]:
     from pathlib import Path
 
     from automel.model import build_model
-    from automel.train.run import open_workspace
+    from automel.train.fit import open_workspace
     from tests.conftest import HW4_SAMPLE, need
 
     work = open_workspace(need(HW4_SAMPLE), Path(tempfile.mkdtemp()))

@@ -7,7 +7,7 @@ import json
 import optuna
 from optuna.trial import FrozenTrial
 
-from automel.runs import versions
+from automel._version import versions
 
 
 def model_card(study: optuna.Study, trial: FrozenTrial, config: dict, valid_acc: float | None, kind: str = "trial",

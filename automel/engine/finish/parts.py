@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from optuna.trial import FrozenTrial
 
-from automel.runs import RunRecord
+from automel.model_config import ModelConfig
 
 Note = Callable[[str], None]  # progress lines for the caller (library code never prints)
 
@@ -21,7 +21,7 @@ class Member:
     trial: FrozenTrial
     weight: float
     model: torch.nn.Module | None = None  # the trial's own weights (None when they were not kept)
-    record: RunRecord | None = None
+    record: ModelConfig | None = None
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Fitted:
     """A member's refit models (from :mod:`.refit`): one per seed, each with its log rows (``metrics.jsonl``)."""
 
     member: Member
-    models: list[tuple[torch.nn.Module, RunRecord]]
+    models: list[tuple[torch.nn.Module, ModelConfig]]
     curves: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
@@ -38,7 +38,7 @@ class Part:
     """One exported model (for :mod:`.write`): its weights, its config, its entry in ``export.json``, its log rows."""
 
     model: torch.nn.Module
-    record: RunRecord
+    record: ModelConfig
     info: dict[str, Any]
     curve: list[dict[str, Any]] = field(default_factory=list)
 

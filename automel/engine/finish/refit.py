@@ -20,10 +20,10 @@ from optuna.trial import FrozenTrial
 
 from automel.engine.banks import refit_banks
 from automel.engine.finish.parts import Fitted, Member, Note
-from automel.runs import RunRecord
+from automel.model_config import ModelConfig
 from automel.train.config import RunSettings
 from automel.train.device import release_memory
-from automel.train.run import Workspace, metrics_lines, train_run
+from automel.train.fit import Workspace, metrics_lines, train_run
 
 # A refit trains at most this many times the (data-scaled) steps of its trial: it uses the time the user gave,
 # with a bound for the rare case of trials that were far too short for the time left.
@@ -98,7 +98,7 @@ def refit_members(members: list[Member], work: Workspace, *, seeds: int, fixed_s
 
 def refit_one(member: Member, everything: Workspace, steps: int, seed_index: int, device: torch.device,
               deadline: float | None, note: Note, deterministic: bool = False
-              ) -> tuple[torch.nn.Module, RunRecord, list[dict[str, Any]]]:
+              ) -> tuple[torch.nn.Module, ModelConfig, list[dict[str, Any]]]:
     """One refit run of ``member`` (seed ``seed_index``): its model, its record (no held-out score), its log."""
     seed = int(member.trial.user_attrs.get("seed", 0)) + 7919 * (seed_index + 1)
     note(f"refit of trial {member.trial.number} on all {len(everything.split.train)} labelled utterances: "

@@ -28,7 +28,7 @@ from automel.engine.finish.refit import ENSEMBLE_MEMBER_LONGER, data_ratio, refi
 from automel.engine.handle import StudyHandle
 from automel.errors import StudyError
 from automel.model_folder import load_run
-from automel.train.run import Workspace
+from automel.train.fit import Workspace
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:

@@ -35,11 +35,10 @@ from automel.engine.finish.parts import Part, parts_of
 from automel.engine.finish.select import pick_trial, trial_weights
 from automel.engine.handle import StudyHandle
 from automel.exporting import describe, export_model, staged_exports
-from automel.model_folder import load_run
-from automel.runs import write_run_dir
+from automel.model_folder import load_run, write_run_dir
 from automel.train.device import autocast_dtype, select_device
+from automel.train.fit import Workspace, test_submission
 from automel.train.loop import evaluate
-from automel.train.run import Workspace, test_submission
 
 EXPORT_INFO = "export.json"
 KINDS = ("trial", "refit", "ensemble")
@@ -159,7 +158,7 @@ def _write(study: optuna.Study, work: Workspace, parts: list[Part], kind: str, s
             path = write_run_dir(out, parts[0].model.state_dict(), parts[0].record, parts[0].curve, rows, card=card,
                                  replace=replace, extra=extra)
         else:
-            from automel.ensemble import write_ensemble_dir
+            from automel.model_folder import write_ensemble_dir
 
             path = write_ensemble_dir(out, [(p.model.state_dict(), p.record, p.info) for p in parts],
                                       [p.info["weight"] for p in parts], rows, card=card, replace=replace,

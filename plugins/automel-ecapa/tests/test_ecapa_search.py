@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from automel.engine.study import default_storage
+from automel.engine.handle import StudyHandle
 
 
 def test_search_with_ecapa_end_to_end(hw4_sample: Path, isolated_home: Path) -> None:
@@ -23,7 +23,7 @@ def test_search_with_ecapa_end_to_end(hw4_sample: Path, isolated_home: Path) -> 
                             timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    study = optuna.load_study(study_name="s", storage=default_storage(isolated_home, "s"))
+    study = optuna.load_study(study_name="s", storage=StudyHandle(isolated_home, "s").url)
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert all(t.params["encoder"] == "ecapa-tdnn" for t in trials)

@@ -45,7 +45,7 @@ from automel.errors import ConfigError, DataError, PluginError, StudyError
 from automel.home import check_study_name
 from automel.registry import Registry, default_registry
 from automel.train.device import select_device
-from automel.train.run import Workspace, open_workspace
+from automel.train.fit import Workspace, open_workspace
 from automel.train.shift import OBJECTIVES
 
 CPU_STEPS, CUDA_STEPS = 200, 2000  # the last rung when neither --steps-per-trial nor a time limit sizes it
@@ -346,8 +346,3 @@ def _fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():  # experimental in Optuna; the same call optimize() makes per trial
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-
-
-def load_study(home: Path, study: str | None, storage: str | None) -> optuna.Study:
-    """An existing study by name (the only one in the home directory when no name is given)."""
-    return StudyHandle.find(home, study, storage).load()

@@ -11,12 +11,14 @@ from typing import Any
 
 import torch
 
+from automel._version import versions
 from automel.data.split import Split, stratified_split
 from automel.data.store import FeatureStore, StoreDtype, open_store
 from automel.errors import DataError
+from automel.model_config import ModelConfig
 from automel.normalize import FeatureNorm
 from automel.registry import Registry
-from automel.runs import RunRecord, submission_rows, versions
+from automel.submission import submission_rows
 from automel.train.config import RunSettings, TrainParams
 from automel.train.device import autocast_dtype, select_device
 from automel.train.loop import Callback, ProgressHook, TrainResult, fit, predict
@@ -84,7 +86,7 @@ def full_params(params: Mapping[str, Any], registry: Registry | None = None) -> 
 def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings, device: torch.device,
               callbacks: Sequence[Callback] = (), on_progress: ProgressHook | None = None,
               registry: Registry | None = None, on_built: Callable[[torch.nn.Module], None] | None = None
-              ) -> tuple[torch.nn.Module, TrainResult, RunRecord]:
+              ) -> tuple[torch.nn.Module, TrainResult, ModelConfig]:
     """Build the model ``params`` describe, train it, and return it with the best weights loaded.
 
     Plugins come from ``registry`` (a search passes its own; default: :func:`default_registry`).
@@ -103,7 +105,7 @@ def train_run(params: Mapping[str, Any], work: Workspace, settings: RunSettings,
         on_built(model)
     result = fit(model, store, work.split, train_params, settings, device, callbacks, on_progress)
     model.load_state_dict(result.best_state)
-    record = RunRecord(
+    record = ModelConfig(
         params=full, n_mels=store.n_mels, speakers=store.dataset.speakers, dataset=work.dataset_info(),
         result={"valid_acc": result.best_valid_acc, "scored_on": work.scored_on, "best_step": result.best_step,
                 "steps": result.steps,
