@@ -55,8 +55,3 @@ def check_study_name(name: str) -> str:
         raise ConfigError(f"invalid study name {shown!r}: use up to {MAX_STUDY_NAME} letters, digits, '.', '_' "
                           f"and '-', not starting with '.' or '-'")
     return name
-
-
-def study_dir(home: Path, name: str) -> Path:
-    """The study's own folder in the home (artifacts, logs, the export): ``<home>/<name>``, name checked."""
-    return home / check_study_name(name)
