@@ -74,4 +74,7 @@ for _typer in (app, data_cli.app):  # every command, whoever registered it
 
 
 def main() -> None:
+    from automel.cli._memory import fix_mmap_threshold
+
+    fix_mmap_threshold()  # the command's own process only (see automel.cli._memory)
     app()
