@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import optuna
 
     from automel.engine.finish import FinishResult
+    from automel.engine.finish.write import HeldExport
     from automel.engine.handle import StudyHandle
     from automel.engine.leaderboard import LeaderboardRow
 
@@ -128,16 +129,15 @@ def export(study: str | None = None, trial: int | None = None, *, out: PathLike 
     return ExportOutcome(written.path, "exported", "trial", chosen.number, written.valid_acc, replaced=replaced)
 
 
-def _keep_held(handle: StudyHandle, study: optuna.Study, held: object, formats: tuple[str, ...]
+def _keep_held(handle: StudyHandle, study: optuna.Study, held: HeldExport, formats: tuple[str, ...]
                ) -> ExportOutcome | None:
     """Without ``trial``: keep what the export folder holds when it is a refit or an ensemble, or already the
     best trial; ``formats`` then only adds the deployable files. None when the best trial is to be exported."""
     from automel.engine.finish.select import pick_trial
-    from automel.engine.finish.write import HeldExport, add_formats
+    from automel.engine.finish.write import add_formats
     from automel.exporting import FORMATS
     from automel.outputs import check_output_file
 
-    assert isinstance(held, HeldExport)
     if not held.retrained and held.trial != pick_trial(study, None).number:
         return None  # a trial export that is no longer the best: export the best, as asked
     if formats:

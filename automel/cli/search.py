@@ -22,7 +22,6 @@ from automel.cli._common import (
     warn_plugin_failures,
 )
 from automel.cli._output import FormatOption, output_format, print_table
-from automel.outputs import check_output_folder
 
 if TYPE_CHECKING:
     import optuna
@@ -235,8 +234,6 @@ def export(
 
         print_front(pareto_front(study, storage=storage, home=home))
         return
-    if out is not None:
-        check_output_folder(out, "--out")  # a file in the way fails before the study is read
     done = export_study(study, trial, out=out, formats=chosen_formats, adapt=adapt, pareto=pareto, data=data,
                         storage=storage, home=home)
     if done.action == "added":
